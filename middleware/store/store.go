@@ -1,0 +1,58 @@
+// Package store defines the byte-level storage contract that the login
+// middleware keeps its short-lived state in: pending login scenes, push
+// dedupe markers, OAuth states and session revocations.
+//
+// Backends only move bytes with a time to live. Everything that has meaning
+// (scene states, identities, expiry policy) lives in the middleware, so a new
+// backend is small and one conformance suite (package storetest) proves it.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for a key that is missing or whose TTL has run out.
+// A store never returns a nil value with a nil error.
+var ErrNotFound = errors.New("store: key not found")
+
+// ErrExists is returned by Create when the key is already present.
+var ErrExists = errors.New("store: key already exists")
+
+// ErrChanged is returned by Update when the stored value is no longer the one
+// the caller read: somebody else changed it first.
+var ErrChanged = errors.New("store: value changed concurrently")
+
+// Store is a key/value store with per-key expiry. All methods are safe for
+// concurrent use. Keys are at most 200 bytes of printable ASCII; values are
+// small (a few hundred bytes).
+//
+// Errors other than ErrNotFound and ErrExists mean the backend itself failed
+// (unreachable, timed out); callers report those as "temporarily unavailable".
+type Store interface {
+	// Create stores value under key only if key is absent (or expired),
+	// with the given time to live. It returns ErrExists otherwise.
+	Create(ctx context.Context, key string, value []byte, ttl time.Duration) error
+
+	// Get returns the value stored under key, or ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+
+	// Update replaces the value of an existing key, keeping its remaining
+	// time to live, but only if the current value still equals old (a
+	// compare-and-swap, so that state transitions cannot be lost or applied
+	// twice). It returns ErrNotFound if the key is missing or expired and
+	// ErrChanged if the value differs from old.
+	Update(ctx context.Context, key string, old, value []byte) error
+
+	// Take atomically returns the value stored under key and deletes it, so
+	// that of any number of concurrent callers exactly one gets the value and
+	// the others get ErrNotFound.
+	Take(ctx context.Context, key string) ([]byte, error)
+
+	// Delete removes key. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// Close releases the store's resources and stops its background work.
+	Close() error
+}

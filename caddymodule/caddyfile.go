@@ -1,0 +1,242 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("wechat_login", parseCaddyfile)
+	// An authentication-class position: after redirects and rewrites, before
+	// anything that answers the request (respond, reverse_proxy,
+	// file_server), so no `order` line is needed.
+	httpcaddyfile.RegisterDirectiveOrder("wechat_login", httpcaddyfile.After, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	wechat_login [<matcher>] {
+//		app_id            <appid>
+//		app_secret        <secret>
+//		token             <push token>
+//		encoding_aes_key  <43-character key>
+//		allow_plaintext_pushes
+//		session_key       <key> [<older key>...]
+//		prefix            <path>            # default /wechat
+//		session_ttl       <duration>        # default 24h
+//		qr_ttl            <duration>        # default 5m
+//		site_name         <name>
+//		login_reply       <text>
+//		expired_reply     <text>
+//		public_paths      <path prefix>...
+//		allow_openids     <openid>...
+//		allow_unionids    <unionid>...
+//		redirect_hosts    <host>...
+//		fetch_unionid
+//		pass_through_pushes
+//		user_id           openid|unionid
+//		qr_rate_limit     <per minute> [<burst>]
+//		api_base          <url>
+//		oauth_base        <url>
+//		mp_base           <url>
+//		sandbox
+//	}
+//
+// session_key, public_paths, allow_openids, allow_unionids and
+// redirect_hosts may be repeated; their values add up. Secrets are best given
+// as {env.NAME} or {file./path} placeholders.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "session_key", "public_paths", "allow_openids", "allow_unionids", "redirect_hosts":
+		default:
+			if seen[opt] {
+				return d.Errf("%s given more than once", opt)
+			}
+		}
+		seen[opt] = true
+
+		switch opt {
+		case "app_id":
+			if err := oneArg(d, &h.AppID); err != nil {
+				return err
+			}
+		case "app_secret":
+			if err := oneArg(d, &h.AppSecret); err != nil {
+				return err
+			}
+		case "token":
+			if err := oneArg(d, &h.Token); err != nil {
+				return err
+			}
+		case "encoding_aes_key":
+			if err := oneArg(d, &h.EncodingAESKey); err != nil {
+				return err
+			}
+			if n := len(h.EncodingAESKey); n != 43 && !isPlaceholder(h.EncodingAESKey) {
+				return d.Errf("encoding_aes_key must be 43 characters, got %d", n)
+			}
+		case "allow_plaintext_pushes":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.AllowPlaintextPushes = true
+		case "session_key":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.SessionKeys = append(h.SessionKeys, args...)
+		case "prefix":
+			if err := oneArg(d, &h.Prefix); err != nil {
+				return err
+			}
+		case "session_ttl", "qr_ttl":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: %q is not a positive duration", opt, s)
+			}
+			if opt == "session_ttl" {
+				h.SessionTTL = caddy.Duration(dur)
+			} else {
+				h.QRTTL = caddy.Duration(dur)
+			}
+		case "site_name":
+			if err := oneArg(d, &h.SiteName); err != nil {
+				return err
+			}
+		case "login_reply":
+			if err := oneArg(d, &h.LoginReply); err != nil {
+				return err
+			}
+		case "expired_reply":
+			if err := oneArg(d, &h.ExpiredReply); err != nil {
+				return err
+			}
+		case "public_paths":
+			if err := someArgs(d, &h.PublicPaths); err != nil {
+				return err
+			}
+		case "allow_openids":
+			if err := someArgs(d, &h.AllowOpenIDs); err != nil {
+				return err
+			}
+		case "allow_unionids":
+			if err := someArgs(d, &h.AllowUnionIDs); err != nil {
+				return err
+			}
+		case "redirect_hosts":
+			if err := someArgs(d, &h.RedirectHosts); err != nil {
+				return err
+			}
+		case "fetch_unionid":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.FetchUnionID = true
+		case "pass_through_pushes":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.PassThroughPushes = true
+		case "user_id":
+			if err := oneArg(d, &h.UserID); err != nil {
+				return err
+			}
+			if h.UserID != "openid" && h.UserID != "unionid" {
+				return d.Errf("user_id must be openid or unionid, not %q", h.UserID)
+			}
+		case "qr_rate_limit":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			rate, err := strconv.ParseFloat(args[0], 64)
+			if err != nil || rate <= 0 {
+				return d.Errf("qr_rate_limit: %q is not a positive number per minute", args[0])
+			}
+			h.QRRateLimit = rate
+			if len(args) == 2 {
+				burst, err := strconv.Atoi(args[1])
+				if err != nil || burst <= 0 {
+					return d.Errf("qr_rate_limit: burst %q is not a positive whole number", args[1])
+				}
+				h.QRRateBurst = burst
+			}
+		case "api_base":
+			if err := oneArg(d, &h.APIBase); err != nil {
+				return err
+			}
+		case "oauth_base":
+			if err := oneArg(d, &h.OAuthBase); err != nil {
+				return err
+			}
+		case "mp_base":
+			if err := oneArg(d, &h.MPBase); err != nil {
+				return err
+			}
+		case "sandbox":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.Sandbox = true
+		default:
+			return d.Errf("unknown wechat_login option %q", opt)
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func noArgs(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func someArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func isPlaceholder(s string) bool {
+	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}'
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

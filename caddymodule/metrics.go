@@ -1,0 +1,77 @@
+package caddymodule
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The collectors are created once and registered with every config's
+// registry: Caddy makes a new registry per config load, and collectors made
+// per load would restart from zero after each reload.
+var (
+	scenesCreated = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "scenes_created_total",
+		Help: "Login QR codes created.",
+	})
+	scans = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "scans_total",
+		Help: "Login QR scans pushed by WeChat, by outcome (confirmed, expired, conflict, mismatch).",
+	}, []string{"outcome"})
+	duplicatePushes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "duplicate_pushes_total",
+		Help: "Pushes WeChat sent again (retries) that changed nothing.",
+	})
+	pushRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "push_rejections_total",
+		Help: "Pushes rejected, by reason (signature, stale, mode, malformed, decrypt, appid, too_large).",
+	}, []string{"reason"})
+	logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "logins_total",
+		Help: "Sessions issued, by login method.",
+	}, []string{"method"})
+	loginsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "logins_denied_total",
+		Help: "Logins refused by the allowlists, by login method.",
+	}, []string{"method"})
+	logouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "logouts_total",
+		Help: "Sessions ended by logout.",
+	})
+	wechatFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "wechat_failures_total",
+		Help: "Failed calls to WeChat, by call.",
+	}, []string{"call"})
+
+	allCollectors = []prometheus.Collector{
+		scenesCreated, scans, duplicatePushes, pushRejections, logins, loginsDenied, logouts, wechatFailures,
+	}
+)
+
+// promMetrics implements middleware.Metrics on the package's collectors.
+type promMetrics struct{}
+
+func newMetrics(ctx caddy.Context, log *zap.Logger) promMetrics {
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		for _, c := range allCollectors {
+			if err := reg.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					log.Warn("cannot register metric", zap.Error(err))
+				}
+			}
+		}
+	}
+	return promMetrics{}
+}
+
+func (promMetrics) SceneCreated()              { scenesCreated.Inc() }
+func (promMetrics) Scan(outcome string)        { scans.WithLabelValues(outcome).Inc() }
+func (promMetrics) DuplicatePush()             { duplicatePushes.Inc() }
+func (promMetrics) PushRejected(reason string) { pushRejections.WithLabelValues(reason).Inc() }
+func (promMetrics) Login(method string)        { logins.WithLabelValues(method).Inc() }
+func (promMetrics) LoginDenied(method string)  { loginsDenied.WithLabelValues(method).Inc() }
+func (promMetrics) Logout()                    { logouts.Inc() }
+func (promMetrics) WeChatFailure(call string)  { wechatFailures.WithLabelValues(call).Inc() }

@@ -1,0 +1,282 @@
+// Package caddymodule is the Caddy v2 plugin: the http.handlers.wechat_login
+// module and its Caddyfile directive wechat_login. It is the only package of
+// this project that imports Caddy; the work is done by package middleware.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/wechat-login/caddy-wechat-login/middleware"
+	"github.com/wechat-login/caddy-wechat-login/wechat"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the wechat_login HTTP handler: "log in with WeChat" in front of
+// everything after it in the route. See package middleware for what it does,
+// and UnmarshalCaddyfile for the Caddyfile syntax.
+//
+// Secrets may be given as placeholders, {env.NAME} or {file./path}, which are
+// resolved when the config is loaded and never appear in `caddy adapt`
+// output.
+type Handler struct {
+	// The Official Account whose QR codes users scan.
+	AppID     string `json:"app_id,omitempty"`
+	AppSecret string `json:"app_secret,omitempty"`
+	// Token is the push token from the Official Account's server settings.
+	Token string `json:"token,omitempty"`
+	// EncodingAESKey is the 43-character message key. When set, pushes must
+	// be encrypted (safe or compatible mode) unless AllowPlaintextPushes.
+	EncodingAESKey       string `json:"encoding_aes_key,omitempty"`
+	AllowPlaintextPushes bool   `json:"allow_plaintext_pushes,omitempty"`
+
+	// SessionKeys seal the session cookies: each at least 32 characters of
+	// secret randomness (for example `openssl rand -base64 32`). The first
+	// seals, all open, so keys can be rotated without logging anyone out.
+	SessionKeys []string `json:"session_keys,omitempty"`
+
+	// Prefix of the module's own routes. Default /wechat.
+	Prefix string `json:"prefix,omitempty"`
+	// SessionTTL is how long a login lasts. Default 24h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// QRTTL is how long a login QR code can be scanned. Default 5m.
+	QRTTL caddy.Duration `json:"qr_ttl,omitempty"`
+
+	// SiteName is shown on the login page and in the chat reply.
+	SiteName string `json:"site_name,omitempty"`
+	// LoginReply and ExpiredReply replace the chat messages sent after a
+	// scan and after scanning an expired code.
+	LoginReply   string `json:"login_reply,omitempty"`
+	ExpiredReply string `json:"expired_reply,omitempty"`
+
+	// PublicPaths are path prefixes that need no login.
+	PublicPaths []string `json:"public_paths,omitempty"`
+	// AllowOpenIDs and AllowUnionIDs restrict who may pass (403 for others).
+	AllowOpenIDs  []string `json:"allow_openids,omitempty"`
+	AllowUnionIDs []string `json:"allow_unionids,omitempty"`
+	// RedirectHosts may be targets of `next` besides this site's paths.
+	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+	// FetchUnionID looks up the unionid of QR-code scanners.
+	FetchUnionID bool `json:"fetch_unionid,omitempty"`
+	// PassThroughPushes hands pushes that are not login scans to the next
+	// handler instead of answering them "success".
+	PassThroughPushes bool `json:"pass_through_pushes,omitempty"`
+	// UserID chooses what {http.auth.user.id} holds: "openid" (default) or
+	// "unionid" (falling back to the openid when there is none).
+	UserID string `json:"user_id,omitempty"`
+
+	// QRRateLimit is how many QR codes one client IP may create per minute
+	// (default 10), QRRateBurst how many at once (default 5).
+	QRRateLimit float64 `json:"qr_rate_limit,omitempty"`
+	QRRateBurst int     `json:"qr_rate_burst,omitempty"`
+
+	// WeChat base URLs, to point the module at a fake WeChat.
+	APIBase   string `json:"api_base,omitempty"`
+	OAuthBase string `json:"oauth_base,omitempty"`
+	MPBase    string `json:"mp_base,omitempty"`
+
+	// Sandbox serves a fake WeChat under {prefix}/sandbox and wires
+	// everything to it, so the whole login can be tried without a WeChat
+	// account. Never for production.
+	Sandbox bool `json:"sandbox,omitempty"`
+
+	mw      *middleware.Middleware
+	logger  *zap.Logger
+	shared  *sharedState
+	poolKey string
+	sandbox http.Handler
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wechat_login",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision resolves placeholders, fills in defaults and builds the
+// middleware. It makes no network calls, so `caddy validate` works offline.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	resolve := func(s string) (string, error) { return repl.ReplaceOrErr(s, true, true) }
+
+	cfg := middleware.Config{
+		Prefix:               h.Prefix,
+		SessionTTL:           time.Duration(h.SessionTTL),
+		SceneTTL:             time.Duration(h.QRTTL),
+		SiteName:             h.SiteName,
+		LoginReply:           h.LoginReply,
+		ExpiredReply:         h.ExpiredReply,
+		PublicPaths:          h.PublicPaths,
+		AllowedOpenIDs:       h.AllowOpenIDs,
+		AllowedUnionIDs:      h.AllowUnionIDs,
+		RedirectHosts:        h.RedirectHosts,
+		FetchUnionID:         h.FetchUnionID,
+		PassThroughPushes:    h.PassThroughPushes,
+		AllowPlaintextPushes: h.AllowPlaintextPushes,
+		QRRateLimit:          h.QRRateLimit,
+		QRRateBurst:          h.QRRateBurst,
+		Logger:               h.logger,
+		ClientIP:             clientIP,
+	}
+	var err error
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *string
+	}{
+		{"app_id", h.AppID, &cfg.AppID},
+		{"app_secret", h.AppSecret, &cfg.AppSecret},
+		{"token", h.Token, &cfg.Token},
+		{"encoding_aes_key", h.EncodingAESKey, &cfg.EncodingAESKey},
+		{"api_base", h.APIBase, &cfg.Endpoint.API},
+		{"oauth_base", h.OAuthBase, &cfg.Endpoint.Open},
+		{"mp_base", h.MPBase, &cfg.Endpoint.MP},
+	} {
+		if *f.out, err = resolve(f.in); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	for i, k := range h.SessionKeys {
+		v, err := resolve(k)
+		if err != nil {
+			return fmt.Errorf("session_key %d: %w", i+1, err)
+		}
+		cfg.SessionKeys = append(cfg.SessionKeys, []byte(v))
+	}
+
+	if h.Sandbox {
+		if err := h.provisionSandbox(&cfg); err != nil {
+			return err
+		}
+	}
+
+	// State that must survive a config reload (pending scenes, revoked
+	// sessions, waiting browsers, the access token) lives in a usage pool
+	// keyed by what identifies it, so a reload that keeps the same app and
+	// store picks it up where the old config left it.
+	h.poolKey = poolKey(cfg)
+	shared, _, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newSharedState(cfg)
+	})
+	if err != nil {
+		return fmt.Errorf("shared state: %w", err)
+	}
+	h.shared = shared.(*sharedState)
+	cfg.Store = h.shared.store
+	cfg.Notifier = h.shared.notifier
+	cfg.TokenSource = h.shared.tokens(cfg)
+
+	h.mw, err = middleware.New(cfg)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "middleware: "))
+	}
+	h.mw.SetMetrics(newMetrics(ctx, h.logger))
+	return nil
+}
+
+// Validate checks what Provision could not: the module is usable.
+func (h *Handler) Validate() error {
+	if h.mw == nil {
+		return errors.New("not provisioned")
+	}
+	switch h.UserID {
+	case "", "openid", "unionid":
+	default:
+		return fmt.Errorf("user_id must be openid or unionid, not %q", h.UserID)
+	}
+	return nil
+}
+
+// Cleanup releases this config's hold on the shared state and ends its
+// waiting long-polls; the state itself lives on while a newer config uses it.
+func (h *Handler) Cleanup() error {
+	if h.mw != nil {
+		_ = h.mw.Close()
+	}
+	if h.shared != nil {
+		_, err := pool.Delete(h.poolKey)
+		h.shared = nil
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.sandbox != nil && h.serveSandbox(w, r) {
+		return nil
+	}
+	n := nextHandler{next: next, userID: h.UserID}
+	h.mw.ServeNext(w, r, &n)
+	return n.err
+}
+
+// nextHandler adapts Caddy's error-returning next handler, and sets the
+// identity placeholders on the way.
+type nextHandler struct {
+	next   caddyhttp.Handler
+	userID string
+	err    error
+}
+
+func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id, ok := middleware.IdentityFromContext(r.Context()); ok {
+		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			setPlaceholders(repl, id, n.userID)
+		}
+	}
+	n.err = n.next.ServeHTTP(w, r)
+}
+
+// setPlaceholders publishes the identity the way Caddy's own authentication
+// handler does, so the access log's user_id and {http.auth.user.*} work.
+func setPlaceholders(repl *caddy.Replacer, id middleware.Identity, userID string) {
+	uid := id.OpenID
+	if userID == "unionid" && id.UnionID != "" {
+		uid = id.UnionID
+	}
+	repl.Set("http.auth.user.id", uid)
+	repl.Set("http.auth.user.openid", id.OpenID)
+	repl.Set("http.auth.user.unionid", id.UnionID)
+	repl.Set("http.auth.user.app_id", id.AppID)
+	repl.Set("http.auth.user.login_method", id.Method)
+	if id.Nickname != "" {
+		repl.Set("http.auth.user.nickname", id.Nickname)
+	}
+}
+
+// clientIP uses the client address Caddy determined (honouring
+// trusted_proxies), falling back to the connection's peer.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return strings.Trim(host, "[]")
+}
+
+var _ = wechat.DefaultEndpoint
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,244 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+	"github.com/wechat-login/caddy-wechat-login/wechat"
+)
+
+// Config configures the login middleware. The zero value of every optional
+// field selects a secure default; New reports the first field that is wrong.
+type Config struct {
+	// AppID and AppSecret identify the WeChat Official Account whose
+	// parametric QR codes users scan. Required.
+	AppID     string
+	AppSecret string
+
+	// Token is the push token configured on the Official Account's server
+	// settings page; WeChat signs every push with it. Required.
+	Token string
+
+	// EncodingAESKey is the 43-character message encryption key. When it is
+	// set, pushes must arrive encrypted (WeChat's safe or compatible mode)
+	// unless AllowPlaintextPushes is true: a plaintext push's signature does
+	// not cover its body, so anyone who once saw a callback URL could forge
+	// one.
+	EncodingAESKey string
+
+	// PreviousEncodingAESKeys are older keys still accepted for decryption
+	// while WeChat's side is being rotated.
+	PreviousEncodingAESKeys []string
+
+	// AllowPlaintextPushes accepts unencrypted pushes even though an
+	// EncodingAESKey is configured. Only for migrations.
+	AllowPlaintextPushes bool
+
+	// SessionKeys seal the session and browser-binding cookies. Each key is
+	// at least 32 bytes of secret randomness. The first key seals; all keys
+	// open, so a new key can be put first while old cookies stay valid.
+	// Required.
+	SessionKeys [][]byte
+
+	// Prefix is the path under which the middleware serves its own routes.
+	// Default "/wechat".
+	Prefix string
+
+	// SessionTTL is how long a login lasts. Default 24h.
+	SessionTTL time.Duration
+
+	// SceneTTL is how long a QR code can be scanned. Default 5 minutes,
+	// at most 30 minutes.
+	SceneTTL time.Duration
+
+	// LongPollTimeout bounds how long one poll request waits for a change.
+	// Default 25s (below common proxy idle timeouts).
+	LongPollTimeout time.Duration
+
+	// PushMaxAge is the freshness window for pushes: a push whose timestamp
+	// is further than this from now, in either direction, is rejected.
+	// Default 5 minutes.
+	PushMaxAge time.Duration
+
+	// PublicPaths are path prefixes served without a session (for example
+	// "/static/" or "/healthz").
+	PublicPaths []string
+
+	// AllowedOpenIDs and AllowedUnionIDs, when either is non-empty, restrict
+	// who may pass: a user matching neither list gets 403.
+	AllowedOpenIDs  []string
+	AllowedUnionIDs []string
+
+	// RedirectHosts are hosts (exact "host[:port]", or "*.example.com" for
+	// subdomains) that `next` may point to besides same-origin paths.
+	RedirectHosts []string
+
+	// SiteName is shown on the login page and in the chat reply after a
+	// scan. Default "this site".
+	SiteName string
+
+	// LoginReply and ExpiredReply are the chat messages sent to the user
+	// after a successful scan and after scanning an expired code. "%s" in
+	// LoginReply is replaced by SiteName.
+	LoginReply   string
+	ExpiredReply string
+
+	// FetchUnionID looks up the scanner's unionid through cgi-bin/user/info
+	// after a QR scan (the Official Account must be bound to an Open
+	// Platform account for WeChat to have one).
+	FetchUnionID bool
+
+	// PassThroughPushes hands pushes that are not login scans to the wrapped
+	// handler, body intact, so a site can keep handling its other Official
+	// Account messages on the same server URL. Without it they are answered
+	// "success".
+	PassThroughPushes bool
+
+	// QRRateLimit and QRRateBurst limit how many new QR codes one client IP
+	// may create (per minute, and at once). WeChat's QR quota is per
+	// account, and a public endpoint is an easy way to burn it.
+	// Defaults 10 per minute, burst 5.
+	QRRateLimit float64
+	QRRateBurst int
+
+	// ClientIP returns the client address used for rate limiting. Default:
+	// the host part of r.RemoteAddr. Set it when behind a trusted proxy.
+	ClientIP func(r *http.Request) string
+
+	// TrustForwardedProto treats a request with "X-Forwarded-Proto: https"
+	// as HTTPS when choosing cookie attributes. Only enable it behind a
+	// proxy that sets the header.
+	TrustForwardedProto bool
+
+	// Endpoint overrides WeChat's base URLs (for the fake WeChat in tests
+	// and the sandbox).
+	Endpoint wechat.Endpoint
+
+	// HTTPClient is used for calls to WeChat. Default: a client with a 10s
+	// timeout.
+	HTTPClient *http.Client
+
+	// TokenSource supplies access tokens. Default: stable_token, cached.
+	TokenSource wechat.TokenSource
+
+	// Store keeps scenes, push dedupe markers and revocations. Default: an
+	// embedded bigcache store, which is right for a single instance only.
+	Store store.Store
+
+	// Notifier wakes waiting browsers when a scene changes. Default: in
+	// process, which is right for a single instance only.
+	Notifier Notifier
+
+	// Logger receives operational logs. Nil means silent. Secrets, tokens,
+	// codes and full openids are never logged.
+	Logger *zap.Logger
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultPrefix          = "/wechat"
+	defaultSessionTTL      = 24 * time.Hour
+	defaultSceneTTL        = 5 * time.Minute
+	maxSceneTTL            = 30 * time.Minute
+	defaultLongPollTimeout = 25 * time.Second
+	defaultPushMaxAge      = 5 * time.Minute
+	defaultSiteName        = "this site"
+	defaultLoginReply      = "已登录 %s。\nYou are now logged in to %[1]s."
+	defaultExpiredReply    = "这个登录二维码已失效，请在网页上刷新后重新扫码。\nThis login code has expired: refresh the page and scan again."
+	minSessionKeyLen       = 32
+)
+
+// withDefaults returns a copy of c with defaults filled in, or an error that
+// names the first invalid field.
+func (c Config) withDefaults() (Config, error) {
+	if c.AppID == "" {
+		return c, errors.New("middleware: AppID is required")
+	}
+	if c.AppSecret == "" && c.TokenSource == nil {
+		return c, errors.New("middleware: AppSecret is required (or a TokenSource)")
+	}
+	if c.Token == "" {
+		return c, errors.New("middleware: Token is required (the push token from the Official Account's server settings)")
+	}
+	if len(c.SessionKeys) == 0 {
+		return c, errors.New("middleware: SessionKeys needs at least one key")
+	}
+	for i, k := range c.SessionKeys {
+		if len(k) < minSessionKeyLen {
+			return c, fmt.Errorf("middleware: SessionKeys[%d] is %d bytes, need at least %d", i, len(k), minSessionKeyLen)
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = defaultPrefix
+	}
+	if !strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/") || strings.ContainsAny(c.Prefix, "?#*") {
+		return c, fmt.Errorf("middleware: Prefix %q must start with / and not end with /", c.Prefix)
+	}
+	var err error
+	if c.SessionTTL, err = positiveOr("SessionTTL", c.SessionTTL, defaultSessionTTL); err != nil {
+		return c, err
+	}
+	if c.SceneTTL, err = positiveOr("SceneTTL", c.SceneTTL, defaultSceneTTL); err != nil {
+		return c, err
+	}
+	if c.SceneTTL < 30*time.Second || c.SceneTTL > maxSceneTTL {
+		return c, fmt.Errorf("middleware: SceneTTL %v must be between 30s and %v", c.SceneTTL, maxSceneTTL)
+	}
+	if c.LongPollTimeout, err = positiveOr("LongPollTimeout", c.LongPollTimeout, defaultLongPollTimeout); err != nil {
+		return c, err
+	}
+	if c.PushMaxAge, err = positiveOr("PushMaxAge", c.PushMaxAge, defaultPushMaxAge); err != nil {
+		return c, err
+	}
+	if c.SiteName == "" {
+		c.SiteName = defaultSiteName
+	}
+	if c.LoginReply == "" {
+		c.LoginReply = defaultLoginReply
+	}
+	if c.ExpiredReply == "" {
+		c.ExpiredReply = defaultExpiredReply
+	}
+	if c.QRRateLimit < 0 || c.QRRateBurst < 0 {
+		return c, errors.New("middleware: QRRateLimit and QRRateBurst must not be negative")
+	}
+	if c.QRRateLimit == 0 {
+		c.QRRateLimit = 10
+	}
+	if c.QRRateBurst == 0 {
+		c.QRRateBurst = 5
+	}
+	for i, p := range c.PublicPaths {
+		if !strings.HasPrefix(p, "/") {
+			return c, fmt.Errorf("middleware: PublicPaths[%d] %q must start with /", i, p)
+		}
+	}
+	if c.ClientIP == nil {
+		c.ClientIP = remoteHost
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c, nil
+}
+
+func positiveOr(name string, v, def time.Duration) (time.Duration, error) {
+	switch {
+	case v < 0:
+		return 0, fmt.Errorf("middleware: %s must not be negative", name)
+	case v == 0:
+		return def, nil
+	}
+	return v, nil
+}

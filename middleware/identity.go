@@ -1,0 +1,83 @@
+package middleware
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"time"
+)
+
+// Login methods, as found in Identity.Method and the X-WeChat-Login-Method
+// header.
+const (
+	MethodQR    = "qr"    // Official Account parametric QR code
+	MethodOAuth = "oauth" // web authorization inside WeChat's browser
+	MethodOpen  = "open"  // Open Platform website login
+)
+
+// Identity headers set on requests passed to the wrapped handler. Copies sent
+// by the client are always removed first.
+const (
+	HeaderOpenID      = "X-WeChat-OpenID"
+	HeaderUnionID     = "X-WeChat-UnionID"
+	HeaderAppID       = "X-WeChat-AppID"
+	HeaderLoginMethod = "X-WeChat-Login-Method"
+)
+
+var identityHeaders = []string{HeaderOpenID, HeaderUnionID, HeaderAppID, HeaderLoginMethod}
+
+// Identity is the logged-in WeChat user.
+type Identity struct {
+	AppID   string `json:"app_id"`
+	OpenID  string `json:"openid"`
+	UnionID string `json:"unionid,omitempty"`
+	// Method is how the user logged in: MethodQR, MethodOAuth or MethodOpen.
+	Method string `json:"login_method"`
+	// Nickname and AvatarURL are only known after snsapi_userinfo consent.
+	Nickname  string    `json:"nickname,omitempty"`
+	AvatarURL string    `json:"avatar_url,omitempty"`
+	LoginAt   time.Time `json:"login_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+type identityKey struct{}
+
+// ContextWithIdentity returns a copy of ctx carrying id.
+func ContextWithIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFromContext returns the identity the middleware put on a request's
+// context, and whether there is one.
+func IdentityFromContext(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// setIdentityHeaders replaces any client-sent identity headers with id's.
+func setIdentityHeaders(h http.Header, id Identity) {
+	stripIdentityHeaders(h)
+	h.Set(HeaderOpenID, id.OpenID)
+	h.Set(HeaderAppID, id.AppID)
+	h.Set(HeaderLoginMethod, id.Method)
+	if id.UnionID != "" {
+		h.Set(HeaderUnionID, id.UnionID)
+	}
+}
+
+func stripIdentityHeaders(h http.Header) {
+	for _, k := range identityHeaders {
+		h.Del(k)
+	}
+}
+
+// logID shortens an openid (or any identifier) for logs: enough to correlate
+// lines, not enough to identify the user elsewhere.
+func logID(s string) string {
+	if s == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:6])
+}

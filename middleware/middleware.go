@@ -1,0 +1,387 @@
+// Package middleware puts "log in with WeChat" in front of any net/http
+// handler.
+//
+// It serves its own routes under a prefix (default /wechat): the login page,
+// QR-code creation, long-poll and Server-Sent-Events status, WeChat's push
+// callback, user info, a forward-auth endpoint and logout. Every other request
+// needs a session: browsers without one are sent to the login page, other
+// clients get 401. Requests with a session reach the wrapped handler with the
+// user's identity on the context (IdentityFromContext) and in the
+// X-WeChat-* request headers, which are always stripped from what the client
+// sent.
+//
+// The QR flow: the browser asks for a login scene, shows its QR code and
+// waits; the user scans it with WeChat; WeChat pushes a signed, normally
+// encrypted event to the callback; the waiting browser learns of it at once
+// and redeems the scene, exactly once, for a session cookie. A scene is bound
+// to the browser that created it by an HttpOnly cookie, so its id alone is
+// useless to anyone else.
+package middleware
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
+	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
+	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
+	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+	"github.com/wechat-login/caddy-wechat-login/wechat"
+)
+
+// Middleware is the WeChat login middleware. Create it with New; it is safe
+// for concurrent use and immutable after creation.
+type Middleware struct {
+	cfg       Config
+	log       *zap.Logger
+	wc        *wechat.Client
+	crypter   *wechat.Crypter // nil when pushes are plaintext
+	store     store.Store
+	ownStore  bool
+	notifier  Notifier
+	seal      *cookieseal.Codec
+	redirects redirect.Policy
+	qrLimiter *ratelimit.Limiter
+	csrf      *http.CrossOriginProtection
+	metrics   Metrics
+	page      *loginPage
+
+	done      chan struct{} // closed by Close: waiting requests end
+	closeOnce sync.Once
+}
+
+// New validates cfg and returns a ready middleware. It makes no network
+// calls.
+func New(cfg Config) (*Middleware, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m := &Middleware{
+		cfg:       cfg,
+		log:       cfg.Logger.Named("wechat_login"),
+		redirects: redirect.Policy{AllowedHosts: cfg.RedirectHosts},
+		csrf:      http.NewCrossOriginProtection(),
+		metrics:   nopMetrics{},
+		done:      make(chan struct{}),
+	}
+	m.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	if m.seal, err = newSealer(cfg.SessionKeys); err != nil {
+		return nil, fmt.Errorf("middleware: SessionKeys: %w", err)
+	}
+	if cfg.EncodingAESKey != "" {
+		if m.crypter, err = wechat.NewCrypter(cfg.Token, cfg.EncodingAESKey, cfg.AppID, cfg.PreviousEncodingAESKeys...); err != nil {
+			return nil, fmt.Errorf("middleware: EncodingAESKey: %w", err)
+		}
+	} else if len(cfg.PreviousEncodingAESKeys) > 0 {
+		return nil, errors.New("middleware: PreviousEncodingAESKeys given without EncodingAESKey")
+	}
+	m.wc = &wechat.Client{
+		AppID:      cfg.AppID,
+		AppSecret:  cfg.AppSecret,
+		Endpoint:   cfg.Endpoint,
+		HTTPClient: cfg.HTTPClient,
+		Tokens:     cfg.TokenSource,
+	}
+	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
+	m.notifier = cfg.Notifier
+	if m.notifier == nil {
+		m.notifier = &LocalNotifier{}
+	}
+	m.store = cfg.Store
+	if m.store == nil {
+		s, err := bigcachestore.New(bigcachestore.Config{Now: cfg.Now})
+		if err != nil {
+			return nil, fmt.Errorf("middleware: default store: %w", err)
+		}
+		m.store, m.ownStore = s, true
+	}
+	if m.page, err = newLoginPage(cfg); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// SetMetrics installs a metrics sink. It must be called before the
+// middleware serves requests.
+func (m *Middleware) SetMetrics(mt Metrics) {
+	if mt != nil {
+		m.metrics = mt
+	}
+}
+
+// Close ends waiting long-polls and event streams and releases the default
+// store. A Store passed in Config is left open: its owner closes it.
+func (m *Middleware) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.done)
+		if m.ownStore {
+			err = m.store.Close()
+		}
+	})
+	return err
+}
+
+// Handler wraps next: the middleware's own routes are served under the
+// prefix, public paths pass through, and everything else needs a session.
+func (m *Middleware) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.ServeNext(w, r, next)
+	})
+}
+
+// ServeNext handles one request the way Handler(next) would. It is for
+// adapters (such as the Caddy module) whose next handler changes per request.
+func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	// Identity headers are ours alone, whatever route this is.
+	stripIdentityHeaders(r.Header)
+
+	path := r.URL.Path
+	if path == m.cfg.Prefix || strings.HasPrefix(path, m.cfg.Prefix+"/") {
+		m.route(w, r, strings.TrimPrefix(path, m.cfg.Prefix), next)
+		return
+	}
+	if m.isPublic(path) {
+		next.ServeHTTP(w, r)
+		return
+	}
+	rec, err := m.session(r)
+	if err != nil && !errors.Is(err, errNoSession) {
+		m.storeFailure(w, "check session", err)
+		return
+	}
+	if err != nil {
+		m.unauthenticated(w, r)
+		return
+	}
+	if !m.allowed(rec.Identity) {
+		m.forbidden(w, r)
+		return
+	}
+	setIdentityHeaders(r.Header, rec.Identity)
+	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), rec.Identity)))
+}
+
+func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, next http.Handler) {
+	switch sub {
+	case "/login", "", "/":
+		m.page.serve(w, r, m)
+	case "/qr":
+		m.csrf.Handler(http.HandlerFunc(m.handleCreateQR)).ServeHTTP(w, r)
+	case "/qr.svg":
+		m.handleQRImage(w, r)
+	case "/poll":
+		m.handlePoll(w, r)
+	case "/events":
+		m.handleEvents(w, r)
+	case "/callback":
+		m.handleCallback(w, r, next)
+	case "/userinfo":
+		m.handleUserInfo(w, r)
+	case "/auth":
+		m.handleAuth(w, r)
+	case "/logout":
+		m.csrf.Handler(http.HandlerFunc(m.handleLogout)).ServeHTTP(w, r)
+	default:
+		writeError(w, http.StatusNotFound, "no such route")
+	}
+}
+
+func (m *Middleware) isPublic(path string) bool {
+	for _, p := range m.cfg.PublicPaths {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowed applies the optional openid/unionid allowlists.
+func (m *Middleware) allowed(id Identity) bool {
+	if len(m.cfg.AllowedOpenIDs) == 0 && len(m.cfg.AllowedUnionIDs) == 0 {
+		return true
+	}
+	for _, o := range m.cfg.AllowedOpenIDs {
+		if o == id.OpenID {
+			return true
+		}
+	}
+	if id.UnionID != "" {
+		for _, u := range m.cfg.AllowedUnionIDs {
+			if u == id.UnionID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wantsHTML reports whether the client is a browser navigating, as opposed to
+// an API client or a script.
+func wantsHTML(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
+	login := m.loginURL(r.URL.RequestURI())
+	if wantsHTML(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, login, http.StatusFound)
+		return
+	}
+	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "login required", "login_url": login})
+}
+
+func (m *Middleware) forbidden(w http.ResponseWriter, r *http.Request) {
+	if wantsHTML(r) {
+		m.page.serveMessage(w, r, http.StatusForbidden, "forbidden")
+		return
+	}
+	writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")
+}
+
+// handleUserInfo serves GET {prefix}/userinfo: the session's identity.
+func (m *Middleware) handleUserInfo(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, http.MethodGet)
+		return
+	}
+	rec, err := m.session(r)
+	if errors.Is(err, errNoSession) {
+		writeError(w, http.StatusUnauthorized, "not logged in")
+		return
+	}
+	if err != nil {
+		m.storeFailure(w, "check session", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec.Identity)
+}
+
+// handleAuth serves GET {prefix}/auth for forward_auth and nginx
+// auth_request: 200 with the identity headers, or 401 (403 for someone not
+// on the allowlist).
+func (m *Middleware) handleAuth(w http.ResponseWriter, r *http.Request) {
+	rec, err := m.session(r)
+	switch {
+	case errors.Is(err, errNoSession):
+		writeError(w, http.StatusUnauthorized, "not logged in")
+		return
+	case err != nil:
+		m.storeFailure(w, "check session", err)
+		return
+	case !m.allowed(rec.Identity):
+		writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")
+		return
+	}
+	setIdentityHeaders(w.Header(), rec.Identity)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleLogout serves POST {prefix}/logout: the session is revoked
+// server-side (a copy of the cookie stops working too) and the cookie cleared.
+func (m *Middleware) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	_ = r.ParseForm()
+	rec, err := m.session(r)
+	switch {
+	case err == nil:
+		if err := m.revoke(r.Context(), rec); err != nil {
+			m.storeFailure(w, "revoke session", err)
+			return
+		}
+		m.log.Info("logout", zap.String("openid", logID(rec.OpenID)))
+		m.metrics.Logout()
+	case !errors.Is(err, errNoSession):
+		m.storeFailure(w, "check session", err)
+		return
+	}
+	m.clearCookie(w, r, sessionCookie)
+	w.Header().Set("Cache-Control", "no-store")
+	target, ok := m.cleanNext(r.Form["next"])
+	if !ok {
+		target = "/"
+	}
+	if strings.Contains(r.Header.Get("Accept"), "application/json") {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out", "redirect": target})
+		return
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, reason string) {
+	writeJSON(w, status, map[string]string{"error": reason})
+}
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+}
+
+// Metrics receives the middleware's events. The Caddy module turns them
+// into Prometheus metrics; the default discards them.
+type Metrics interface {
+	SceneCreated()
+	Scan(outcome string) // confirmed, expired, conflict, mismatch
+	DuplicatePush()
+	PushRejected(reason string)
+	Login(method string)
+	LoginDenied(method string)
+	Logout()
+	WeChatFailure(call string)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) SceneCreated()        {}
+func (nopMetrics) Scan(string)          {}
+func (nopMetrics) DuplicatePush()       {}
+func (nopMetrics) PushRejected(string)  {}
+func (nopMetrics) Login(string)         {}
+func (nopMetrics) LoginDenied(string)   {}
+func (nopMetrics) Logout()              {}
+func (nopMetrics) WeChatFailure(string) {}

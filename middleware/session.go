@@ -1,0 +1,177 @@
+package middleware
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+)
+
+// Cookie names. Over HTTPS they get the __Host- prefix, which makes browsers
+// refuse them unless Secure, Path=/ and host-only: no sibling subdomain can
+// plant or overwrite them.
+const (
+	sessionCookie = "wechat_session"
+	bindingCookie = "wechat_login"
+)
+
+// errNoSession means the request carries no valid, unrevoked session.
+var errNoSession = errors.New("no session")
+
+// sessionRecord is what the session cookie seals.
+type sessionRecord struct {
+	V   int    `json:"v"`
+	SID string `json:"sid"`
+	Identity
+}
+
+// isHTTPS reports whether the browser reached us over HTTPS.
+func (m *Middleware) isHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	return m.cfg.TrustForwardedProto && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func (m *Middleware) cookieName(r *http.Request, base string) string {
+	if m.isHTTPS(r) {
+		return "__Host-" + base
+	}
+	return base
+}
+
+func (m *Middleware) setCookie(w http.ResponseWriter, r *http.Request, base, value string, maxAge time.Duration) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     m.cookieName(r, base),
+		Value:    value,
+		Path:     "/",
+		MaxAge:   int(maxAge / time.Second),
+		HttpOnly: true,
+		Secure:   m.isHTTPS(r),
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// clearCookie expires a cookie with the same attributes it was set with, or
+// browsers keep the original.
+func (m *Middleware) clearCookie(w http.ResponseWriter, r *http.Request, base string) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     m.cookieName(r, base),
+		Value:    "",
+		Path:     "/",
+		MaxAge:   -1,
+		HttpOnly: true,
+		Secure:   m.isHTTPS(r),
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// openCookie returns the opened payload of a sealed cookie, or nil.
+func (m *Middleware) openCookie(r *http.Request, base string) []byte {
+	name := m.cookieName(r, base)
+	c, err := r.Cookie(name)
+	if err != nil || c.Value == "" {
+		return nil
+	}
+	payload, err := m.seal.Open(name, c.Value, m.cfg.Now())
+	if err != nil {
+		return nil
+	}
+	return payload
+}
+
+// issueSession starts a new session for id: a fresh session id every time,
+// so nothing from before the login (a binding cookie, an old session) is
+// promoted into it.
+func (m *Middleware) issueSession(w http.ResponseWriter, r *http.Request, id Identity) error {
+	now := m.cfg.Now()
+	id.LoginAt = now.Truncate(time.Second)
+	id.ExpiresAt = id.LoginAt.Add(m.cfg.SessionTTL)
+	rec := sessionRecord{V: 1, SID: randomHex(16), Identity: id}
+	payload, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	name := m.cookieName(r, sessionCookie)
+	value, err := m.seal.Seal(name, payload, id.ExpiresAt)
+	if err != nil {
+		return fmt.Errorf("seal session: %w", err)
+	}
+	m.setCookie(w, r, sessionCookie, value, m.cfg.SessionTTL)
+	return nil
+}
+
+// session returns the request's session. It returns errNoSession when there
+// is none (or it was revoked) and another error when the store cannot be
+// asked about revocation: then the caller must fail closed.
+func (m *Middleware) session(r *http.Request) (sessionRecord, error) {
+	payload := m.openCookie(r, sessionCookie)
+	if payload == nil {
+		return sessionRecord{}, errNoSession
+	}
+	var rec sessionRecord
+	if err := json.Unmarshal(payload, &rec); err != nil || rec.V != 1 || rec.SID == "" || rec.OpenID == "" {
+		return sessionRecord{}, errNoSession
+	}
+	if !rec.ExpiresAt.After(m.cfg.Now()) {
+		return sessionRecord{}, errNoSession
+	}
+	revoked, err := m.isRevoked(r.Context(), rec.SID)
+	if err != nil {
+		return sessionRecord{}, err
+	}
+	if revoked {
+		return sessionRecord{}, errNoSession
+	}
+	return rec, nil
+}
+
+func revocationKey(sid string) string { return "revoked:" + sid }
+
+func (m *Middleware) isRevoked(ctx context.Context, sid string) (bool, error) {
+	_, err := m.store.Get(ctx, revocationKey(sid))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("check session revocation: %w", err)
+}
+
+// revoke marks a session as ended until it would have expired anyway.
+func (m *Middleware) revoke(ctx context.Context, rec sessionRecord) error {
+	ttl := rec.ExpiresAt.Sub(m.cfg.Now()) + time.Minute
+	if ttl <= time.Minute {
+		return nil
+	}
+	err := m.store.Create(ctx, revocationKey(rec.SID), []byte{1}, ttl)
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it panics rather than return short)
+	return hex.EncodeToString(b)
+}
+
+// newSealer derives the cookie-sealing keys from the configured session keys,
+// so the raw configured secret is never used directly.
+func newSealer(keys [][]byte) (*cookieseal.Codec, error) {
+	derived := make([][]byte, len(keys))
+	for i, k := range keys {
+		derived[i] = cookieseal.DeriveKey(k, "wechat_login cookies v1")
+	}
+	return cookieseal.New(derived...)
+}

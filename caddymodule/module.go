@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/middleware"
-	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
 func init() {
@@ -90,11 +89,12 @@ type Handler struct {
 	// account. Never for production.
 	Sandbox bool `json:"sandbox,omitempty"`
 
-	mw      *middleware.Middleware
-	logger  *zap.Logger
-	shared  *sharedState
-	poolKey string
-	sandbox http.Handler
+	mw            *middleware.Middleware
+	logger        *zap.Logger
+	shared        *sharedState
+	poolKey       string
+	sandbox       *sandbox
+	sandboxPrefix string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -158,7 +158,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if h.Sandbox {
-		if err := h.provisionSandbox(&cfg); err != nil {
+		if err := h.sandboxConfig(&cfg); err != nil {
 			return err
 		}
 	}
@@ -168,13 +168,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// keyed by what identifies it, so a reload that keeps the same app and
 	// store picks it up where the old config left it.
 	h.poolKey = poolKey(cfg)
-	shared, _, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newSharedState(cfg)
+	shared, loaded, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newSharedState(cfg, h.Sandbox)
 	})
 	if err != nil {
 		return fmt.Errorf("shared state: %w", err)
 	}
 	h.shared = shared.(*sharedState)
+	if loaded {
+		h.logger.Debug("reusing login state from the previous configuration")
+	}
+	if h.Sandbox {
+		h.useSandbox(&cfg, h.shared.sandbox)
+	}
 	cfg.Store = h.shared.store
 	cfg.Notifier = h.shared.notifier
 	cfg.TokenSource = h.shared.tokens(cfg)
@@ -184,6 +190,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New(strings.TrimPrefix(err.Error(), "middleware: "))
 	}
 	h.mw.SetMetrics(newMetrics(ctx, h.logger))
+	if h.sandbox != nil {
+		h.sandbox.current.Store(h.mw)
+	}
 	return nil
 }
 
@@ -270,8 +279,6 @@ func clientIP(r *http.Request) string {
 	}
 	return strings.Trim(host, "[]")
 }
-
-var _ = wechat.DefaultEndpoint
 
 // Interface guards
 var (

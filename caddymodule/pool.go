@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -23,15 +24,27 @@ var pool = caddy.NewUsagePool()
 type sharedState struct {
 	store    store.Store
 	notifier *middleware.LocalNotifier
-	token    *wechat.ReuseTokenSource
+	sandbox  *sandbox // only for sandbox configurations
+
+	mu    sync.Mutex
+	token *wechat.TokenCache
 }
 
-func newSharedState(cfg middleware.Config) (*sharedState, error) {
+func newSharedState(cfg middleware.Config, withSandbox bool) (*sharedState, error) {
+	st := &sharedState{notifier: &middleware.LocalNotifier{}}
+	if withSandbox {
+		sb, err := newSandbox(cfg)
+		if err != nil {
+			return nil, err
+		}
+		st.sandbox = sb
+	}
 	s, err := bigcachestore.New(bigcachestore.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("create store: %w", err)
 	}
-	return &sharedState{store: s, notifier: &middleware.LocalNotifier{}}, nil
+	st.store = s
+	return st, nil
 }
 
 // tokens returns the access token cache for cfg's app, creating it lazily (no
@@ -40,6 +53,8 @@ func (s *sharedState) tokens(cfg middleware.Config) wechat.TokenSource {
 	if cfg.TokenSource != nil {
 		return cfg.TokenSource
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.token == nil {
 		s.token = wechat.ReuseTokenSource(wechat.StableTokenSource(cfg.AppID, cfg.AppSecret, cfg.Endpoint, cfg.HTTPClient), 0)
 	}

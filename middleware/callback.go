@@ -104,8 +104,12 @@ func (m *Middleware) handleVerify(w http.ResponseWriter, r *http.Request) {
 		writeText(w, status, reason)
 		return
 	}
+	// WeChat's echostr is a long decimal number; anything that is not a
+	// plain token is refused rather than reflected.
 	echo := p["echostr"]
-	if echo == "" || len(echo) > 128 || strings.ContainsFunc(echo, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+	if echo == "" || len(echo) > 128 || strings.ContainsFunc(echo, func(c rune) bool {
+		return !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '+' || c == '/' || c == '=')
+	}) {
 		writeText(w, http.StatusBadRequest, "bad echostr")
 		return
 	}

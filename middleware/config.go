@@ -135,6 +135,12 @@ type Config struct {
 	// process, which is right for a single instance only.
 	Notifier Notifier
 
+	// SandboxScanURL, when set, adds a "Simulate scan" control to the login
+	// page that POSTs the QR code's content URL and one of SandboxUsers to
+	// this URL. Only the sandbox (a fake WeChat) sets it.
+	SandboxScanURL string
+	SandboxUsers   []string
+
 	// Logger receives operational logs. Nil means silent. Secrets, tokens,
 	// codes and full openids are never logged.
 	Logger *zap.Logger

@@ -132,7 +132,7 @@ func loginByScan(t *testing.T, env *testEnv, b *browser, user, next, wantEvent s
 		t.Fatalf("phone scan: %v", err)
 	}
 	acked := time.Now()
-	if !d.Acknowledged() {
+	if d.Status != wechattest.StatusReplied {
 		t.Fatalf("callback did not acknowledge the push: %+v", d)
 	}
 	if d.Event.Event != wantEvent {

@@ -42,7 +42,7 @@ type envOption func(*Config)
 // the identity it was given as JSON.
 func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv {
 	t.Helper()
-	fake := wechattest.NewServer()
+	fake := wechattest.NewServer(wechattest.Config{})
 	t.Cleanup(fake.Close)
 
 	cfg := Config{
@@ -67,7 +67,7 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 	srv := httptest.NewServer(mw.Handler(http.HandlerFunc(echoIdentity)))
 	t.Cleanup(srv.Close)
 
-	fake.AddApp(wechattest.App{
+	err = fake.AddApp(wechattest.App{
 		AppID:          testAppID,
 		AppSecret:      testSecret,
 		Token:          testToken,
@@ -76,6 +76,9 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 		CallbackURL:    srv.URL + "/wechat/callback",
 		Mode:           mode,
 	})
+	if err != nil {
+		t.Fatalf("AddApp: %v", err)
+	}
 	return &testEnv{t: t, fake: fake, mw: mw, srv: srv, cfg: mw.cfg}
 }
 

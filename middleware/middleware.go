@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -100,7 +101,7 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m.store = cfg.Store
 	if m.store == nil {
-		s, err := bigcachestore.New(bigcachestore.Config{Now: cfg.Now})
+		s, err := bigcachestore.New(bigcachestore.Config{Now: cfg.Now, MaxTTL: storeMaxTTL(cfg)})
 		if err != nil {
 			return nil, fmt.Errorf("middleware: default store: %w", err)
 		}
@@ -326,6 +327,12 @@ func (m *Middleware) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// storeMaxTTL is the longest time to live the middleware asks of its store:
+// revocations last as long as the sessions they end.
+func storeMaxTTL(cfg Config) time.Duration {
+	return max(cfg.SessionTTL, cfg.SceneTTL, dedupeTTL) + 2*time.Minute
 }
 
 func remoteHost(r *http.Request) string {

@@ -22,6 +22,8 @@ type pageText struct {
 	QRAlt     string `json:"-"`
 	NoScript  string `json:"-"`
 	Refresh   string `json:"-"`
+	Simulate  string `json:"-"`
+	AsUser    string `json:"-"`
 	Forbidden string `json:"-"`
 	Loading   string `json:"loading"`
 	Waiting   string `json:"waiting"`
@@ -40,6 +42,8 @@ var pageTexts = map[string]pageText{
 		QRAlt:     "QR code to scan with WeChat",
 		NoScript:  "This page needs JavaScript to show the login code.",
 		Refresh:   "Get a new code",
+		Simulate:  "Simulate scan",
+		AsUser:    "Sandbox: scan as test user",
 		Forbidden: "This WeChat account is not allowed to use this site.",
 		Loading:   "Preparing your login code…",
 		Waiting:   "Waiting for you to scan…",
@@ -56,6 +60,8 @@ var pageTexts = map[string]pageText{
 		QRAlt:     "用微信扫描的登录二维码",
 		NoScript:  "本页面需要启用 JavaScript 才能显示登录二维码。",
 		Refresh:   "刷新二维码",
+		Simulate:  "模拟扫码",
+		AsUser:    "沙盒：以测试用户身份扫码",
 		Forbidden: "此微信账号无权访问本站。",
 		Loading:   "正在生成登录二维码…",
 		Waiting:   "等待扫码…",
@@ -97,6 +103,8 @@ func newLoginPage(Config) (*loginPage, error) {
 
 type pageData struct {
 	Lang, SiteName, Prefix, Next, Mode, Nonce, Message string
+	SandboxScanURL                                     string
+	SandboxUsers                                       []string
 	T                                                  pageText
 }
 
@@ -137,6 +145,9 @@ func (p *loginPage) render(w http.ResponseWriter, r *http.Request, m *Middleware
 		Mode:     "qr",
 		Message:  message,
 		T:        pageTexts[lang],
+
+		SandboxScanURL: m.cfg.SandboxScanURL,
+		SandboxUsers:   m.cfg.SandboxUsers,
 	})
 }
 

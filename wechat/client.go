@@ -268,13 +268,17 @@ func doJSON(ctx context.Context, hc *http.Client, req apiRequest, out statusCarr
 	if len(b) > maxResponseBytes {
 		return &callError{req.name, "read response", fmt.Errorf("%w (over %d bytes)", ErrResponseTooLarge, maxResponseBytes)}
 	}
-	// Content-Type is not trusted either way: WeChat sometimes labels JSON
-	// as text/plain.
+	return decodeResponse(req.name, b, out)
+}
+
+// decodeResponse parses a WeChat JSON answer into out. Content-Type is not
+// consulted: WeChat sometimes labels JSON as text/plain.
+func decodeResponse(name string, b []byte, out statusCarrier) error {
 	if err := json.Unmarshal(b, out); err != nil {
-		return &callError{req.name, "decode response", err}
+		return &callError{name, "decode response", err}
 	}
 	if st := out.status(); st.ErrCode != 0 {
-		return &Error{Code: st.ErrCode, Msg: cleanErrMsg(st.ErrMsg), Path: req.name}
+		return &Error{Code: st.ErrCode, Msg: cleanErrMsg(st.ErrMsg), Path: name}
 	}
 	return nil
 }

@@ -12,23 +12,23 @@ import (
 // Is* helpers) rather than on errmsg, whose wording and request-id suffix
 // change over time.
 const (
-	CodeSystemBusy            = -1    // system error, retry later
-	CodeInvalidCredential     = 40001 // access_token invalid or superseded (or wrong secret when fetching one)
-	CodeInvalidOpenID         = 40003 // openid invalid or from another account
-	CodeInvalidAccessToken    = 40014 // malformed access_token
-	CodeInvalidCode           = 40029 // OAuth code unknown, malformed or expired
-	CodeInvalidRefreshToken   = 40030 // OAuth refresh_token invalid
-	CodeCodeUsed              = 40163 // OAuth code already spent
-	CodeIPNotWhitelisted      = 40164 // caller IP not in the account's API IP whitelist
-	CodeAccessTokenExpired    = 42001 // access_token expired
-	CodeRefreshTokenExpired   = 42002 // OAuth refresh_token expired
-	CodeCodeExpired           = 42003 // OAuth code expired
-	CodeUserChangedPassword   = 42007 // user changed password: OAuth tokens revoked
-	CodeDailyQuotaExceeded    = 45009 // daily API quota used up
-	CodeMinuteQuotaExceeded   = 45011 // per-minute API limit hit
-	CodeAPIUnauthorized       = 48001 // no permission for this API (or snsapi_base token on sns/userinfo)
-	CodeIPNotRegistered       = 61004 // IP not whitelisted (wording of newer docs)
-	maxErrMsgLen              = 256
+	CodeSystemBusy          = -1    // system error, retry later
+	CodeInvalidCredential   = 40001 // access_token invalid or superseded (or wrong secret when fetching one)
+	CodeInvalidOpenID       = 40003 // openid invalid or from another account
+	CodeInvalidAccessToken  = 40014 // malformed access_token
+	CodeInvalidCode         = 40029 // OAuth code unknown, malformed or expired
+	CodeInvalidRefreshToken = 40030 // OAuth refresh_token invalid
+	CodeCodeUsed            = 40163 // OAuth code already spent
+	CodeIPNotWhitelisted    = 40164 // caller IP not in the account's API IP whitelist
+	CodeAccessTokenExpired  = 42001 // access_token expired
+	CodeRefreshTokenExpired = 42002 // OAuth refresh_token expired
+	CodeCodeExpired         = 42003 // OAuth code expired
+	CodeUserChangedPassword = 42007 // user changed password: OAuth tokens revoked
+	CodeDailyQuotaExceeded  = 45009 // daily API quota used up
+	CodeMinuteQuotaExceeded = 45011 // per-minute API limit hit
+	CodeAPIUnauthorized     = 48001 // no permission for this API (or snsapi_base token on sns/userinfo)
+	CodeIPNotRegistered     = 61004 // IP not whitelisted (wording of newer docs)
+	maxErrMsgLen            = 256
 )
 
 // ErrResponseTooLarge is returned (wrapped) when WeChat answers with a body

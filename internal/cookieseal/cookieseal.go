@@ -124,8 +124,8 @@ func keyID(key []byte) [idSize]byte {
 
 // Seal encrypts payload for the cookie called name, valid until expires, and
 // returns a cookie-safe value. The expiry is kept at one-second resolution,
-// rounded down, so a value never outlives expires. It fails if expires is the zero time or the
-// result would be longer than [MaxValueLen].
+// rounded down, so a value never outlives expires. Seal fails if expires is
+// the zero time or the result would be longer than [MaxValueLen].
 func (c *Codec) Seal(name string, payload []byte, expires time.Time) (string, error) {
 	if expires.IsZero() {
 		return "", errors.New("cookieseal: expiry is required")

@@ -1,0 +1,178 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/wechat-login/caddy-wechat-login/middleware"
+	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
+)
+
+// The sandbox's fake Official Account. Its secrets are public on purpose:
+// nothing real can be reached with them.
+const (
+	sandboxAppID  = "wx5a4db0c0ffee0001"
+	sandboxSecret = "sandbox-app-secret-not-a-secret"
+	sandboxToken  = "sandboxtoken"
+	sandboxAESKey = "SandboxSandboxSandboxSandboxSandboxSandbox0"
+	sandboxGhID   = "gh_5a4db0c0ffee"
+	// sandboxHost names the in-process fake WeChat; requests to it never
+	// leave the process.
+	sandboxHost = "http://wechat-sandbox.internal"
+)
+
+// sandbox is a fake WeChat living inside the Caddy process: the module's
+// calls to WeChat's API reach it in memory, the browser reaches its pages
+// under {prefix}/sandbox, and its "phone" pushes scans back into the current
+// module instance in memory.
+type sandbox struct {
+	platform   *wechattest.Platform
+	sessionKey []byte
+	current    atomic.Pointer[middleware.Middleware] // the newest config's middleware
+}
+
+// sandboxConfig points cfg at the in-process fake WeChat, before the shared
+// state is looked up (the sandbox lives in it, so that a reload in the middle
+// of a sandbox login keeps its QR code scannable).
+func (h *Handler) sandboxConfig(cfg *middleware.Config) error {
+	if h.AppID != "" || h.AppSecret != "" || h.APIBase != "" || h.OAuthBase != "" || h.MPBase != "" {
+		return errors.New("sandbox cannot be combined with app_id, app_secret or the *_base options: it replaces WeChat entirely")
+	}
+	h.logger.Warn("SANDBOX MODE: logins are served by a built-in fake WeChat; anyone can log in as a test user. Never use this in production.")
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = "/wechat"
+	}
+	cfg.AppID, cfg.AppSecret, cfg.Token, cfg.EncodingAESKey = sandboxAppID, sandboxSecret, sandboxToken, sandboxAESKey
+	cfg.Endpoint.API = sandboxHost
+	cfg.Endpoint.MP = sandboxHost
+	cfg.Endpoint.Open = prefix + "/sandbox"
+	h.sandboxPrefix = prefix + "/sandbox"
+	return nil
+}
+
+// useSandbox wires cfg to the shared sandbox.
+func (h *Handler) useSandbox(cfg *middleware.Config, sb *sandbox) {
+	if len(cfg.SessionKeys) == 0 {
+		cfg.SessionKeys = [][]byte{sb.sessionKey}
+	}
+	cfg.HTTPClient = &http.Client{Transport: handlerTransport{sb.platform}, Timeout: 10 * time.Second}
+	cfg.SandboxScanURL = h.sandboxPrefix + "/scan"
+	for _, u := range sb.platform.Users() {
+		cfg.SandboxUsers = append(cfg.SandboxUsers, u.Name)
+	}
+	h.sandbox = sb
+}
+
+func newSandbox(cfg middleware.Config) (*sandbox, error) {
+	sb := &sandbox{sessionKey: make([]byte, 32)}
+	_, _ = rand.Read(sb.sessionKey)
+	p, err := wechattest.New(wechattest.Config{
+		BaseURL:    cfg.Endpoint.Open,
+		HTTPClient: &http.Client{Transport: callbackTransport{sb}, Timeout: 10 * time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	err = p.AddApp(wechattest.App{
+		AppID:          sandboxAppID,
+		AppSecret:      sandboxSecret,
+		Token:          sandboxToken,
+		EncodingAESKey: sandboxAESKey,
+		OriginalID:     sandboxGhID,
+		CallbackURL:    sandboxHost + strings.TrimSuffix(cfg.Endpoint.Open, "/sandbox") + "/callback",
+		Mode:           wechattest.Safe,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	sb.platform = p
+	return sb, nil
+}
+
+// serveSandbox answers requests for the fake WeChat's pages and the login
+// page's "Simulate scan" button. It reports whether it handled r.
+func (h *Handler) serveSandbox(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if p != h.sandboxPrefix && !strings.HasPrefix(p, h.sandboxPrefix+"/") {
+		return false
+	}
+	if p == h.sandboxPrefix+"/scan" {
+		h.sandboxScan(w, r)
+		return true
+	}
+	http.StripPrefix(h.sandboxPrefix, h.sandbox.platform).ServeHTTP(w, r)
+	return true
+}
+
+// sandboxScan makes the fake phone scan the QR code shown on the login page
+// as the chosen test user: POST {prefix}/sandbox/scan with form fields qr
+// (the QR's content URL) and user.
+func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		sandboxJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed form"})
+		return
+	}
+	qr, user := r.PostForm.Get("qr"), r.PostForm.Get("user")
+	if qr == "" || user == "" {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "qr and user are required"})
+		return
+	}
+	h.sandbox.current.Store(h.mw)
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	d, err := h.sandbox.platform.Scan(ctx, sandboxAppID, qr, user)
+	if err != nil {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	reply := ""
+	if d.Reply != nil {
+		reply = d.Reply.Content
+	}
+	sandboxJSON(w, http.StatusOK, map[string]any{"event": d.Event.Event, "reply": reply})
+}
+
+func sandboxJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// handlerTransport serves HTTP requests with an in-process handler.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// callbackTransport delivers the fake phone's pushes to the newest module
+// instance, in memory.
+type callbackTransport struct{ sb *sandbox }
+
+func (t callbackTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	mw := t.sb.current.Load()
+	if mw == nil {
+		return nil, errors.New("sandbox: no login handler to push to")
+	}
+	rec := httptest.NewRecorder()
+	mw.ServeNext(rec, r, http.NotFoundHandler())
+	return rec.Result(), nil
+}

@@ -1,0 +1,506 @@
+package wechattest
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wechat-login/caddy-wechat-login/wechat"
+)
+
+// Defaults applied by [New] to zero [Config] fields.
+const (
+	DefaultPushTimeout     = 5 * time.Second // how long WeChat waits for a callback
+	DefaultPushAttempts    = 3               // attempts per push, the first included
+	DefaultTokenDailyQuota = 2000            // cgi-bin/token calls per app per day
+)
+
+// Lifetimes WeChat uses.
+const (
+	accessTokenTTL    = 7200 * time.Second
+	tokenGrace        = 5 * time.Minute
+	refreshTokenTTL   = 30 * 24 * time.Hour
+	oaCodeTTL         = 5 * time.Minute
+	websiteCodeTTL    = 10 * time.Minute
+	defaultQRTTL      = 60
+	maxQRTTL          = 2592000
+	maxDeliveriesKept = 1000
+	forceRefreshLimit = 20
+	forceRefreshGap   = 30 * time.Second
+)
+
+// PushMode is an app's message encryption mode, as chosen in the WeChat
+// admin console.
+type PushMode int
+
+// The three modes. Compatible pushes carry the plaintext fields and an
+// Encrypt element; safe pushes carry only ToUserName and Encrypt.
+const (
+	Plaintext PushMode = iota
+	Compatible
+	Safe
+)
+
+// String returns the mode's name.
+func (m PushMode) String() string {
+	switch m {
+	case Plaintext:
+		return "plaintext"
+	case Compatible:
+		return "compatible"
+	case Safe:
+		return "safe"
+	}
+	return fmt.Sprintf("PushMode(%d)", int(m))
+}
+
+// AppKind says what sort of WeChat application an [App] is.
+type AppKind int
+
+// Official Accounts get basic access tokens, QR codes, pushes and
+// /connect/oauth2/authorize; website apps (Open Platform) get
+// /connect/qrconnect.
+const (
+	OfficialAccount AppKind = iota
+	WebsiteApp
+)
+
+// App is an application registered on the platform.
+type App struct {
+	AppID     string
+	AppSecret string
+	Kind      AppKind
+
+	// Token, EncodingAESKey, OriginalID ("gh_..."), CallbackURL and Mode
+	// configure pushes to an Official Account's server. EncodingAESKey is
+	// needed unless Mode is Plaintext.
+	Token          string
+	EncodingAESKey string
+	OriginalID     string
+	CallbackURL    string
+	Mode           PushMode
+
+	// RedirectDomains are the hosts an OAuth redirect_uri may point at
+	// (WeChat's 网页授权域名 or callback domain). Empty allows any host.
+	RedirectDomains []string
+
+	// Unbound apps are not bound to the platform's Open Platform account and
+	// never see unionids. Apps that are bound share them.
+	Unbound bool
+}
+
+// AllApps, used as a key of [User.Follows], makes a user follow every
+// Official Account.
+const AllApps = "*"
+
+// User is a test WeChat user.
+type User struct {
+	// Name identifies the user in this package's API and in the sandbox.
+	Name string
+	// Nickname and HeadImgURL are what sns/userinfo reports.
+	Nickname   string
+	HeadImgURL string
+	// Follows lists the Official Accounts (by AppID, or AllApps) the user
+	// follows initially. Scanning a QR code makes the user follow it.
+	Follows map[string]bool
+	// Snapshot makes snsapi_userinfo authorizations end on WeChat's
+	// snapshot page: virtual openid and unionid, is_snapshotuser 1.
+	Snapshot bool
+}
+
+// DefaultUsers returns the users a [Platform] starts with when
+// [Config.Users] is nil: "alice" follows nothing, "bob" follows every
+// Official Account, and "snapshot" is a snapshot-page user.
+func DefaultUsers() []User {
+	return []User{
+		{Name: "alice", Nickname: "Alice"},
+		{Name: "bob", Nickname: "Bob", Follows: map[string]bool{AllApps: true}},
+		{Name: "snapshot", Nickname: "Snapshot", Snapshot: true},
+	}
+}
+
+// Config configures a [Platform]. The zero value is usable.
+type Config struct {
+	// BaseURL is the public URL of the platform's root, including any
+	// prefix it is mounted under, such as "http://127.0.0.1:8080/sandbox".
+	// It is used for QR code urls and links between pages. When empty, it
+	// is derived from each request's scheme and Host, which is only right
+	// when the platform is mounted at "/".
+	BaseURL string
+
+	// Now is the clock that drives token, code and ticket expiry and push
+	// timestamps. Nil means time.Now. See also [Platform.SetNow].
+	Now func() time.Time
+
+	// PushTimeout is how long a push waits for the callback to answer
+	// (DefaultPushTimeout when zero). PushAttempts is the number of attempts
+	// per push (DefaultPushAttempts when zero).
+	PushTimeout  time.Duration
+	PushAttempts int
+
+	// HTTPClient sends pushes. Nil means a client of the platform's own
+	// that does not follow redirects.
+	HTTPClient *http.Client
+
+	// TokenDailyQuota is the number of cgi-bin/token calls an app may make
+	// per day (DefaultTokenDailyQuota when zero). Days begin at midnight
+	// China Standard Time, as on WeChat.
+	TokenDailyQuota int
+
+	// Users are the initial test users; nil means DefaultUsers().
+	Users []User
+
+	// OAuthUser, when set, approves every authorization page at once as
+	// this user instead of showing a page to choose one. See also
+	// [Platform.SetOAuthUser].
+	OAuthUser string
+}
+
+// Errors returned by the phone methods, wrapped with context.
+var (
+	ErrUnknownApp     = errors.New("wechattest: unknown app")
+	ErrUnknownUser    = errors.New("wechattest: unknown user")
+	ErrUnknownTicket  = errors.New("wechattest: unknown QR ticket")
+	ErrTicketExpired  = errors.New("wechattest: QR ticket expired")
+	ErrNoCallback     = errors.New("wechattest: app has no callback URL")
+	ErrNotOA          = errors.New("wechattest: app is not an Official Account")
+	ErrCallbackFailed = errors.New("wechattest: callback verification failed")
+)
+
+// Platform is a fake WeChat platform. Create one with [New]; it is an
+// [http.Handler] and all its methods are safe for concurrent use.
+type Platform struct {
+	base         string // trimmed Config.BaseURL, may be empty
+	pushTimeout  time.Duration
+	pushAttempts int
+	client       *http.Client
+	ownTransport *http.Transport // non-nil when client is ours
+	quota        int
+	mux          *http.ServeMux
+
+	clockMu sync.Mutex
+	nowFn   func() time.Time
+	offset  time.Duration
+
+	knobMu    sync.Mutex
+	faults    map[string][]Fault
+	latency   map[string]time.Duration
+	calls     map[string]int
+	ipDenied  bool
+	oauthUser string
+
+	logMu      sync.Mutex
+	deliveries []Delivery
+
+	mu       sync.Mutex // guards everything below
+	seq      int
+	apps     map[string]*app
+	users    map[string]*User
+	order    []string // user names in the order added
+	openids  map[string]subject
+	follows  map[subject]*follow
+	tokens   map[string]*token
+	classic  map[string]*classicState
+	stable   map[string]*stableState
+	tickets  map[string]*ticket // by ticket
+	qrIDs    map[string]*ticket // by the id in the QR url
+	codes    map[string]*authCode
+	refreshs map[string]*refreshToken
+}
+
+type app struct {
+	App
+	crypter *wechat.Crypter // nil in plaintext mode
+}
+
+// subject is a user as seen by one app.
+type subject struct {
+	appID string
+	user  string
+}
+
+// follow is the follow state of a user for an Official Account.
+type follow struct {
+	subscribed bool
+	since      time.Time
+	scene      string // subscribe_scene
+	qrScene    int64
+	qrSceneStr string
+}
+
+// New returns a platform with the given configuration and no apps.
+func New(cfg Config) (*Platform, error) {
+	base := strings.TrimRight(cfg.BaseURL, "/")
+	if base != "" {
+		u, err := url.Parse(base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("wechattest: BaseURL %q is not an absolute http(s) URL", cfg.BaseURL)
+		}
+	}
+	if cfg.PushTimeout < 0 || cfg.PushAttempts < 0 || cfg.TokenDailyQuota < 0 {
+		return nil, errors.New("wechattest: negative PushTimeout, PushAttempts or TokenDailyQuota")
+	}
+	p := &Platform{
+		base:         base,
+		pushTimeout:  cmpOr(cfg.PushTimeout, DefaultPushTimeout),
+		pushAttempts: cmpOr(cfg.PushAttempts, DefaultPushAttempts),
+		quota:        cmpOr(cfg.TokenDailyQuota, DefaultTokenDailyQuota),
+		client:       cfg.HTTPClient,
+		nowFn:        cfg.Now,
+		oauthUser:    cfg.OAuthUser,
+		faults:       make(map[string][]Fault),
+		latency:      make(map[string]time.Duration),
+		calls:        make(map[string]int),
+		apps:         make(map[string]*app),
+		users:        make(map[string]*User),
+		openids:      make(map[string]subject),
+		follows:      make(map[subject]*follow),
+		tokens:       make(map[string]*token),
+		classic:      make(map[string]*classicState),
+		stable:       make(map[string]*stableState),
+		tickets:      make(map[string]*ticket),
+		qrIDs:        make(map[string]*ticket),
+		codes:        make(map[string]*authCode),
+		refreshs:     make(map[string]*refreshToken),
+	}
+	if p.client == nil {
+		// Each platform has its own transport so that closing a Server
+		// closes the connections its pushes opened. WeChat does not follow
+		// redirects from a callback.
+		p.ownTransport = http.DefaultTransport.(*http.Transport).Clone()
+		p.client = &http.Client{
+			Transport:     p.ownTransport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	users := cfg.Users
+	if users == nil {
+		users = DefaultUsers()
+	}
+	for _, u := range users {
+		if err := p.AddUser(u); err != nil {
+			return nil, err
+		}
+	}
+	p.routes()
+	return p, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (p *Platform) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("/cgi-bin/token", p.handleToken)
+	m.HandleFunc("/cgi-bin/stable_token", p.handleStableToken)
+	m.HandleFunc("/cgi-bin/qrcode/create", p.handleQRCreate)
+	m.HandleFunc("/cgi-bin/showqrcode", p.handleShowQR)
+	m.HandleFunc("/cgi-bin/user/info", p.handleUserInfo)
+	m.HandleFunc("/connect/oauth2/authorize", p.handleAuthorize)
+	m.HandleFunc("/connect/qrconnect", p.handleQRConnect)
+	m.HandleFunc("/sns/oauth2/access_token", p.handleSNSToken)
+	m.HandleFunc("/sns/oauth2/refresh_token", p.handleSNSRefresh)
+	m.HandleFunc("/sns/userinfo", p.handleSNSUserInfo)
+	m.HandleFunc("/sns/auth", p.handleSNSAuth)
+	m.HandleFunc("/q/{id}", p.handleQRPage)
+	m.HandleFunc("/sandbox/users", p.handleSandboxUsers)
+	m.HandleFunc("/sandbox/scan", p.handleSandboxScan)
+	m.HandleFunc("/sandbox/deliveries", p.handleSandboxDeliveries)
+	p.mux = m
+}
+
+// ServeHTTP serves WeChat's and the sandbox's paths, after counting the
+// call and applying any latency or fault configured for the path.
+func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	f, faulted := p.enter(path)
+	if d := p.latencyFor(path); d > 0 && !sleep(r, d) {
+		return
+	}
+	if faulted && p.applyFault(w, r, f) {
+		return
+	}
+	p.mux.ServeHTTP(w, r)
+}
+
+// AddApp registers an app, or replaces the one with the same AppID.
+func (p *Platform) AddApp(a App) error {
+	if a.AppID == "" || a.AppSecret == "" {
+		return errors.New("wechattest: app needs an AppID and an AppSecret")
+	}
+	if a.Kind != OfficialAccount && a.Kind != WebsiteApp {
+		return fmt.Errorf("wechattest: app %s: unknown kind %d", a.AppID, a.Kind)
+	}
+	st := &app{App: a}
+	st.RedirectDomains = slices.Clone(a.RedirectDomains)
+	if a.Kind == OfficialAccount {
+		switch a.Mode {
+		case Plaintext:
+		case Compatible, Safe:
+			c, err := wechat.NewCrypter(a.Token, a.EncodingAESKey, a.AppID)
+			if err != nil {
+				return fmt.Errorf("wechattest: app %s: %w", a.AppID, err)
+			}
+			st.crypter = c
+		default:
+			return fmt.Errorf("wechattest: app %s: unknown push mode %d", a.AppID, int(a.Mode))
+		}
+		if a.CallbackURL != "" {
+			if a.Token == "" {
+				return fmt.Errorf("wechattest: app %s: a CallbackURL needs a Token to sign pushes", a.AppID)
+			}
+			if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				return fmt.Errorf("wechattest: app %s: CallbackURL is not an http(s) URL", a.AppID)
+			}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old := p.apps[a.AppID]; old != nil {
+		for _, name := range p.order {
+			delete(p.openids, openID(a.AppID, name))
+		}
+	}
+	p.apps[a.AppID] = st
+	for _, name := range p.order {
+		p.openids[openID(a.AppID, name)] = subject{a.AppID, name}
+	}
+	return nil
+}
+
+// AddUser adds a test user, or replaces the one with the same Name. The
+// follow state of a replaced user is reset to u.Follows.
+func (p *Platform) AddUser(u User) error {
+	if u.Name == "" {
+		return errors.New("wechattest: user needs a Name")
+	}
+	c := u
+	c.Follows = make(map[string]bool, len(u.Follows))
+	for k, v := range u.Follows {
+		c.Follows[k] = v
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.users[u.Name]; !ok {
+		p.order = append(p.order, u.Name)
+	}
+	p.users[u.Name] = &c
+	for s := range p.follows {
+		if s.user == u.Name {
+			delete(p.follows, s)
+		}
+	}
+	for id := range p.apps {
+		p.openids[openID(id, u.Name)] = subject{id, u.Name}
+	}
+	return nil
+}
+
+// Users returns the test users in the order they were added.
+func (p *Platform) Users() []User {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]User, 0, len(p.order))
+	for _, name := range p.order {
+		out = append(out, *p.users[name])
+	}
+	return out
+}
+
+// OpenID returns the openid of a user for an app. It is deterministic: 28
+// characters of [A-Za-z0-9_-] starting with "o".
+func (p *Platform) OpenID(appID, userName string) string { return openID(appID, userName) }
+
+// UnionID returns the unionid of a user, shared by all bound apps.
+func (p *Platform) UnionID(userName string) string { return derive("unionid", userName) }
+
+// Follows reports whether a user currently follows an Official Account.
+func (p *Platform) Follows(appID, userName string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.followOf(subject{appID, userName}).subscribed
+}
+
+func openID(appID, user string) string { return derive("openid", appID, user) }
+
+// derive hashes its parts into an id shaped like WeChat's openids.
+func derive(parts ...string) string {
+	h := sha256.New()
+	for _, s := range parts {
+		// Length-prefix each part so that ("ab","c") and ("a","bc") differ.
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	return "o" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:27]
+}
+
+// followOf returns the follow state, creating it from the user's initial
+// Follows. p.mu must be held.
+func (p *Platform) followOf(s subject) *follow {
+	if f := p.follows[s]; f != nil {
+		return f
+	}
+	f := &follow{}
+	if u := p.users[s.user]; u != nil && (u.Follows[s.appID] || u.Follows[AllApps]) {
+		f.subscribed = true
+		f.since = p.now().Add(-24 * time.Hour)
+		f.scene = "ADD_SCENE_SEARCH"
+	}
+	p.follows[s] = f
+	return f
+}
+
+// SetNow replaces the platform's clock; nil restores time.Now. It also
+// clears any offset added by Advance.
+func (p *Platform) SetNow(now func() time.Time) {
+	p.clockMu.Lock()
+	defer p.clockMu.Unlock()
+	p.nowFn = now
+	p.offset = 0
+}
+
+// Advance moves the platform's clock forward by d.
+func (p *Platform) Advance(d time.Duration) {
+	p.clockMu.Lock()
+	defer p.clockMu.Unlock()
+	p.offset += d
+}
+
+func (p *Platform) now() time.Time {
+	p.clockMu.Lock()
+	fn, off := p.nowFn, p.offset
+	p.clockMu.Unlock()
+	if fn == nil {
+		fn = time.Now
+	}
+	return fn().Add(off)
+}
+
+// Endpoint returns the base URLs a WeChat client should use to talk to this
+// platform. All three are Config.BaseURL; they are empty when it is.
+func (p *Platform) Endpoint() wechat.Endpoint {
+	return wechat.Endpoint{API: p.base, Open: p.base, MP: p.base}
+}
+
+// baseURL returns the public root URL for links in a response to r.
+func (p *Platform) baseURL(r *http.Request) string {
+	if p.base != "" {
+		return p.base
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}

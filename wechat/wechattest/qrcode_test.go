@@ -1,0 +1,160 @@
+package wechattest
+
+import (
+	"bytes"
+	"encoding/base64"
+	"image/png"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func createQR(t testing.TB, s *Server, tok, body string) apiAnswer {
+	t.Helper()
+	return call(t, http.MethodPost, s.URL+"/cgi-bin/qrcode/create?access_token="+url.QueryEscape(tok), body)
+}
+
+func TestQRCreateValidation(t *testing.T) {
+	s := newPlatformServer(t, Config{}, "", Plaintext)
+	tok := fetchClassic(t, s).str("access_token")
+	for _, tc := range []struct {
+		name    string
+		body    string
+		errcode int
+		expire  int64 // expected expire_seconds, 0 = absent
+	}{
+		{"str scene", `{"expire_seconds":300,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"login_abc"}}}`, 0, 300},
+		{"int scene", `{"expire_seconds":604800,"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":123}}}`, 0, 604800},
+		{"default ttl", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"a"}}}`, 0, 60},
+		{"zero ttl is default", `{"expire_seconds":0,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"a"}}}`, 0, 60},
+		{"capped ttl", `{"expire_seconds":99999999,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"a"}}}`, 0, 2592000},
+		{"max uint32 scene", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":4294967295}}}`, 0, 60},
+		{"permanent int", `{"action_name":"QR_LIMIT_SCENE","action_info":{"scene":{"scene_id":100000}}}`, 0, 0},
+		{"permanent str", `{"expire_seconds":30,"action_name":"QR_LIMIT_STR_SCENE","action_info":{"scene":{"scene_str":"x"}}}`, 0, 0},
+		{"64-byte scene", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"` + strings.Repeat("s", 64) + `"}}}`, 0, 60},
+		{"no scene level", `{"action_name":"QR_STR_SCENE","action_info":{"scene_str":"x"}}`, 0, 60},
+		{"bad action", `{"action_name":"QR_FOO","action_info":{"scene":{"scene_id":1}}}`, 40052, 0},
+		{"no action", `{"action_info":{"scene":{"scene_id":1}}}`, 40052, 0},
+		{"single quotes", `{'action_name':'QR_SCENE'}`, 40052, 0},
+		{"wrong ttl type", `{"expire_seconds":"60","action_name":"QR_SCENE","action_info":{"scene":{"scene_id":1}}}`, 40052, 0},
+		{"65-byte scene", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"` + strings.Repeat("s", 65) + `"}}}`, 40053, 0},
+		{"empty scene_str", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":""}}}`, 40053, 0},
+		{"numeric scene_str", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":12}}}`, 40053, 0},
+		{"str action with id", `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_id":12}}}`, 40053, 0},
+		{"zero scene_id", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":0}}}`, 40053, 0},
+		{"negative scene_id", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":-1}}}`, 40053, 0},
+		{"string scene_id", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":"12"}}}`, 40053, 0},
+		{"fractional scene_id", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":1.5}}}`, 40053, 0},
+		{"scene_id over uint32", `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":4294967296}}}`, 40053, 0},
+		{"permanent id over 100000", `{"action_name":"QR_LIMIT_SCENE","action_info":{"scene":{"scene_id":100001}}}`, 40053, 0},
+		{"empty body", ``, 44002, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := createQR(t, s, tok, tc.body)
+			wantErrcode(t, a, tc.errcode)
+			if tc.errcode != 0 {
+				return
+			}
+			if got := a.num("expire_seconds"); got != tc.expire {
+				t.Errorf("expire_seconds = %d, want %d", got, tc.expire)
+			}
+			_, hasExpire := a["expire_seconds"]
+			if hasExpire != (tc.expire != 0) {
+				t.Errorf("expire_seconds present = %v", hasExpire)
+			}
+			if u := a.str("url"); !strings.HasPrefix(u, s.URL+"/q/") {
+				t.Errorf("url %q not on the base URL", u)
+			}
+			if _, err := base64.StdEncoding.DecodeString(a.str("ticket")); err != nil {
+				t.Errorf("ticket is not standard base64: %v", err)
+			}
+		})
+	}
+}
+
+func TestQRCreateTokenAndMethod(t *testing.T) {
+	s := newPlatformServer(t, Config{}, "", Plaintext)
+	body := `{"action_name":"QR_SCENE","action_info":{"scene":{"scene_id":1}}}`
+	wantErrcode(t, call(t, http.MethodPost, s.URL+"/cgi-bin/qrcode/create", body), 41001)
+	wantErrcode(t, createQR(t, s, "bogus", body), 40014)
+	wantErrcode(t, get(t, s.URL+"/cgi-bin/qrcode/create?access_token=x"), 43002)
+	// Stable tokens work for cgi-bin APIs too.
+	wantErrcode(t, createQR(t, s, fetchStable(t, s, false).str("access_token"), body), 0)
+}
+
+func TestQRCreateRawJSON(t *testing.T) {
+	s := newPlatformServer(t, Config{}, "", Plaintext)
+	tok := fetchClassic(t, s).str("access_token")
+	resp, err := http.Post(s.URL+"/cgi-bin/qrcode/create?access_token="+url.QueryEscape(tok), "application/json",
+		strings.NewReader(`{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"a"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	// WeChat escapes slashes in URLs.
+	if !bytes.Contains(b, []byte(`"url":"http:\/\/`)) {
+		t.Errorf("answer %s does not escape slashes", b)
+	}
+}
+
+func TestTicketShape(t *testing.T) {
+	s := newPlatformServer(t, Config{}, "", Plaintext)
+	tok := fetchClassic(t, s).str("access_token")
+	var plusOrSlash bool
+	for range 30 {
+		ticket := createQR(t, s, tok, `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"abc"}}}`).str("ticket")
+		if !strings.HasSuffix(ticket, "==") {
+			t.Fatalf("ticket %q does not end in ==", ticket)
+		}
+		plusOrSlash = plusOrSlash || strings.ContainsAny(ticket, "+/")
+	}
+	if !plusOrSlash {
+		t.Error("no ticket in 30 contained + or /")
+	}
+}
+
+func TestShowQRCode(t *testing.T) {
+	s := newPlatformServer(t, Config{Now: fixedClock()}, "", Plaintext)
+	tok := fetchClassic(t, s).str("access_token")
+	// Find a ticket with a character that breaks when not URL-encoded.
+	var ticket string
+	for ticket == "" || !strings.ContainsAny(strings.TrimSuffix(ticket, "=="), "+/") {
+		ticket = createQR(t, s, tok, `{"expire_seconds":120,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"s"}}}`).str("ticket")
+	}
+	show := func(raw string) *http.Response {
+		t.Helper()
+		resp, err := http.Get(s.URL + "/cgi-bin/showqrcode?ticket=" + raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+
+	resp := show(url.QueryEscape(ticket))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("showqrcode: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	img, err := png.Decode(resp.Body)
+	if err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dx() != b.Dy() {
+		t.Errorf("QR image is %v", b)
+	}
+
+	if got := show(ticket).StatusCode; got != http.StatusNotFound {
+		t.Errorf("unescaped ticket: %d, want 404", got)
+	}
+	if got := show("bm90IGEgdGlja2V0").StatusCode; got != http.StatusNotFound {
+		t.Errorf("unknown ticket: %d, want 404", got)
+	}
+	s.Advance(120 * time.Second)
+	if got := show(url.QueryEscape(ticket)).StatusCode; got != http.StatusNotFound {
+		t.Errorf("expired ticket: %d, want 404", got)
+	}
+}

@@ -1,0 +1,196 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// notifyChannel is the Redis channel, after the prefix, that carries every
+// topic. One channel subscribed once at start-up means that subscribing to
+// a topic is a local map insert, in effect the moment Subscribe returns,
+// with no round trip to Redis per waiting browser.
+const notifyChannel = "notify"
+
+// Notifier wakes waiters across instances through Redis pub/sub. It
+// implements the middleware's Notifier interface. Create it with
+// NewNotifier and Close it when done.
+//
+// Every instance subscribes to one Redis channel, prefix+"notify"; Publish
+// sends the topic as the message, and each instance wakes its own
+// subscribers of that topic. Publish also wakes the publishing instance's
+// subscribers directly, so they do not depend on the round trip.
+//
+// Guarantee: a Publish that starts after Subscribe has returned wakes the
+// subscriber, on any instance, as long as both instances' connections to
+// Redis stay up. Redis does not queue messages for a subscriber that is
+// disconnected, so a message sent while an instance's subscription
+// connection is down is lost; go-redis reconnects and resubscribes by
+// itself, and the Notifier then wakes all its subscribers once, so that
+// each re-reads the state it waits on instead of missing a change. A wake
+// is therefore a hint to re-read, never a promise that anything changed.
+type Notifier struct {
+	client  redis.UniversalClient
+	channel string
+	pubsub  *redis.PubSub
+	done    chan struct{} // closed when run returns
+
+	mu   sync.Mutex
+	subs map[string]map[chan struct{}]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewNotifier subscribes to the notification channel under prefix
+// (DefaultPrefix if empty) and waits until Redis confirms the subscription,
+// or ctx ends. It fails if Redis cannot be reached. The client stays the
+// caller's; the Notifier holds one pub/sub connection of its own.
+func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix string) (*Notifier, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	channel := prefix + notifyChannel
+	ps := client.Subscribe(ctx, channel)
+	// The confirmation arrives before any message on the channel, so once
+	// it has, every later PUBLISH reaches this connection.
+	reply, err := ps.Receive(ctx)
+	if err == nil {
+		if sub, ok := reply.(*redis.Subscription); !ok || sub.Kind != "subscribe" || sub.Channel != channel {
+			err = fmt.Errorf("unexpected reply %T to SUBSCRIBE", reply)
+		}
+	}
+	if err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("redisstore: subscribe to notifications: %w", err)
+	}
+	n := &Notifier{
+		client:  client,
+		channel: channel,
+		pubsub:  ps,
+		done:    make(chan struct{}),
+		subs:    make(map[string]map[chan struct{}]struct{}),
+	}
+	// go-redis runs the receive loop, with reconnects and health checks,
+	// in goroutines that end when the PubSub is closed; it then closes
+	// this channel, which ends run. Close does both and waits.
+	go n.run(ps.ChannelWithSubscriptions())
+	return n, nil
+}
+
+// run fans messages from Redis out to local subscribers until msgs is
+// closed.
+func (n *Notifier) run(msgs <-chan any) {
+	defer close(n.done)
+	for msg := range msgs {
+		switch msg := msg.(type) {
+		case *redis.Message:
+			if msg.Channel == n.channel {
+				n.wake(msg.Payload)
+			}
+		case *redis.Subscription:
+			// The first confirmation was consumed by NewNotifier, so this
+			// is a resubscription after a reconnect: messages sent in
+			// between are lost, so everyone re-reads.
+			if msg.Kind == "subscribe" {
+				n.wakeAll()
+			}
+		}
+	}
+}
+
+// Subscribe registers interest in topic; the returned channel receives a
+// value (coalesced) for each later Publish of topic on any instance, and
+// once after every reconnect to Redis. cancel releases the subscription
+// and must be called. After Close, only Publish on this instance wakes it.
+func (n *Notifier) Subscribe(topic string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	set := n.subs[topic]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		n.subs[topic] = set
+	}
+	set[ch] = struct{}{}
+	n.mu.Unlock()
+
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if set := n.subs[topic]; set != nil {
+				delete(set, ch)
+				if len(set) == 0 {
+					delete(n.subs, topic)
+				}
+			}
+		})
+	}
+}
+
+// Publish wakes the subscribers of topic on this instance at once and on
+// every instance through Redis. An error means the other instances may
+// not have been told; this instance's subscribers were woken regardless.
+func (n *Notifier) Publish(ctx context.Context, topic string) error {
+	n.wake(topic)
+	if err := n.client.Publish(ctx, n.channel, topic).Err(); err != nil {
+		return fmt.Errorf("redisstore: publish notification: %w", err)
+	}
+	return nil
+}
+
+// wake signals every local subscriber of topic without blocking: a value
+// already pending in a subscriber's one-slot buffer covers this one.
+func (n *Notifier) wake(topic string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs[topic] {
+		signal(ch)
+	}
+}
+
+func (n *Notifier) wakeAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, set := range n.subs {
+		for ch := range set {
+			signal(ch)
+		}
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Waiting returns how many subscriptions are open, for metrics and tests.
+func (n *Notifier) Waiting() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	total := 0
+	for _, set := range n.subs {
+		total += len(set)
+	}
+	return total
+}
+
+// Close unsubscribes, closes the pub/sub connection and waits for the
+// receive goroutines to end. It does not close the client. It is safe to
+// call more than once.
+func (n *Notifier) Close() error {
+	n.closeOnce.Do(func() {
+		err := n.pubsub.Close()
+		<-n.done
+		if err != nil && !errors.Is(err, redis.ErrClosed) {
+			n.closeErr = fmt.Errorf("redisstore: close notifier: %w", err)
+		}
+	})
+	return n.closeErr
+}

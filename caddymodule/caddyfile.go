@@ -31,6 +31,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token             <push token>
 //		encoding_aes_key  <43-character key>
 //		allow_plaintext_pushes
+//		methods           qr|oauth|open...  # default qr oauth (+ open with a website app)
+//		scope             snsapi_base|snsapi_userinfo
+//		open_app_id       <website app id>
+//		open_app_secret   <website app secret>
 //		session_key       <key> [<older key>...]
 //		prefix            <path>            # default /wechat
 //		session_ttl       <duration>        # default 24h
@@ -97,6 +101,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.AllowPlaintextPushes = true
+		case "methods":
+			if err := someArgs(d, &h.Methods); err != nil {
+				return err
+			}
+			for _, m := range h.Methods {
+				if m != "qr" && m != "oauth" && m != "open" {
+					return d.Errf("methods: %q is not one of qr, oauth, open", m)
+				}
+			}
+		case "scope":
+			if err := oneArg(d, &h.Scope); err != nil {
+				return err
+			}
+			if h.Scope != "snsapi_base" && h.Scope != "snsapi_userinfo" {
+				return d.Errf("scope must be snsapi_base or snsapi_userinfo, not %q", h.Scope)
+			}
+		case "open_app_id":
+			if err := oneArg(d, &h.OpenAppID); err != nil {
+				return err
+			}
+		case "open_app_secret":
+			if err := oneArg(d, &h.OpenAppSecret); err != nil {
+				return err
+			}
 		case "session_key":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

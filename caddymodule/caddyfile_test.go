@@ -24,6 +24,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				app_secret {env.WECHAT_APP_SECRET}
 				token {file./run/secrets/token}
 				encoding_aes_key abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG
+				methods qr open
+				scope snsapi_userinfo
+				open_app_id wxopen0123456789ab
+				open_app_secret {env.OPEN_SECRET}
 				session_key {env.KEY1} {env.KEY0}
 				session_key {env.KEY_OLDEST}
 				prefix /auth/wechat
@@ -51,6 +55,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				AppSecret:            "{env.WECHAT_APP_SECRET}",
 				Token:                "{file./run/secrets/token}",
 				EncodingAESKey:       "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+				Methods:              []string{"qr", "open"},
+				Scope:                "snsapi_userinfo",
+				OpenAppID:            "wxopen0123456789ab",
+				OpenAppSecret:        "{env.OPEN_SECRET}",
 				SessionKeys:          []string{"{env.KEY1}", "{env.KEY0}", "{env.KEY_OLDEST}"},
 				Prefix:               "/auth/wechat",
 				SessionTTL:           caddy.Duration(8 * time.Hour),
@@ -91,6 +99,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "session_key without value", input: "wechat_login {\n session_key\n}", wantErr: "wrong argument count"},
 		{name: "bad rate", input: "wechat_login {\n qr_rate_limit fast\n}", wantErr: `qr_rate_limit: "fast" is not a positive number`},
 		{name: "bad burst", input: "wechat_login {\n qr_rate_limit 10 0\n}", wantErr: `burst "0" is not a positive whole number`},
+		{name: "bad method", input: "wechat_login {\n methods qr password\n}", wantErr: `methods: "password" is not one of qr, oauth, open`},
+		{name: "bad scope", input: "wechat_login {\n scope snsapi_login\n}", wantErr: `scope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},
 		{name: "public_paths without value", input: "wechat_login {\n public_paths\n}", wantErr: "wrong argument count"},
 	}
 	for _, tc := range tests {

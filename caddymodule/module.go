@@ -39,6 +39,17 @@ type Handler struct {
 	EncodingAESKey       string `json:"encoding_aes_key,omitempty"`
 	AllowPlaintextPushes bool   `json:"allow_plaintext_pushes,omitempty"`
 
+	// Methods are the login methods offered: qr, oauth (inside WeChat's
+	// browser) and open (website login; needs open_app_id). Default: qr and
+	// oauth, plus open when a website app is configured.
+	Methods []string `json:"methods,omitempty"`
+	// Scope of in-WeChat authorization: snsapi_base (default, silent) or
+	// snsapi_userinfo (consent; adds nickname and avatar).
+	Scope string `json:"scope,omitempty"`
+	// OpenAppID and OpenAppSecret identify an Open Platform website app.
+	OpenAppID     string `json:"open_app_id,omitempty"`
+	OpenAppSecret string `json:"open_app_secret,omitempty"`
+
 	// SessionKeys seal the session cookies: each at least 32 characters of
 	// secret randomness (for example `openssl rand -base64 32`). The first
 	// seals, all open, so keys can be rotated without logging anyone out.
@@ -114,6 +125,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	cfg := middleware.Config{
 		Prefix:               h.Prefix,
+		Methods:              h.Methods,
+		OAuthScope:           h.Scope,
 		SessionTTL:           time.Duration(h.SessionTTL),
 		SceneTTL:             time.Duration(h.QRTTL),
 		SiteName:             h.SiteName,
@@ -141,6 +154,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		{"app_secret", h.AppSecret, &cfg.AppSecret},
 		{"token", h.Token, &cfg.Token},
 		{"encoding_aes_key", h.EncodingAESKey, &cfg.EncodingAESKey},
+		{"open_app_id", h.OpenAppID, &cfg.OpenAppID},
+		{"open_app_secret", h.OpenAppSecret, &cfg.OpenAppSecret},
 		{"api_base", h.APIBase, &cfg.Endpoint.API},
 		{"oauth_base", h.OAuthBase, &cfg.Endpoint.Open},
 		{"mp_base", h.MPBase, &cfg.Endpoint.MP},

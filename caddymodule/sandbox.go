@@ -24,6 +24,9 @@ const (
 	sandboxToken  = "sandboxtoken"
 	sandboxAESKey = "SandboxSandboxSandboxSandboxSandboxSandbox0"
 	sandboxGhID   = "gh_5a4db0c0ffee"
+	// The sandbox's website app, for website login (qrconnect).
+	sandboxOpenAppID  = "wx5a4db0c0ffee0002"
+	sandboxOpenSecret = "sandbox-website-secret-not-a-secret"
 	// sandboxHost names the in-process fake WeChat; requests to it never
 	// leave the process.
 	sandboxHost = "http://wechat-sandbox.internal"
@@ -52,6 +55,9 @@ func (h *Handler) sandboxConfig(cfg *middleware.Config) error {
 		prefix = "/wechat"
 	}
 	cfg.AppID, cfg.AppSecret, cfg.Token, cfg.EncodingAESKey = sandboxAppID, sandboxSecret, sandboxToken, sandboxAESKey
+	if h.OpenAppID == "" && h.OpenAppSecret == "" {
+		cfg.OpenAppID, cfg.OpenAppSecret = sandboxOpenAppID, sandboxOpenSecret
+	}
 	cfg.Endpoint.API = sandboxHost
 	cfg.Endpoint.MP = sandboxHost
 	cfg.Endpoint.Open = prefix + "/sandbox"
@@ -92,6 +98,9 @@ func newSandbox(cfg middleware.Config) (*sandbox, error) {
 		Mode:           wechattest.Safe,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := p.AddApp(wechattest.App{AppID: sandboxOpenAppID, AppSecret: sandboxOpenSecret, Kind: wechattest.WebsiteApp}); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	sb.platform = p

@@ -40,6 +40,23 @@ type Config struct {
 	// EncodingAESKey is configured. Only for migrations.
 	AllowPlaintextPushes bool
 
+	// Methods are the login methods offered: MethodQR (parametric QR code
+	// on desktop browsers), MethodOAuth (web authorization inside WeChat's
+	// own browser, with the same Official Account) and MethodOpen (Open
+	// Platform website login, needs OpenAppID). Default: qr and oauth, plus
+	// open when OpenAppID is set.
+	Methods []string
+
+	// OAuthScope is the scope of in-WeChat authorization: "snsapi_base"
+	// (silent, openid only; the default) or "snsapi_userinfo" (asks for
+	// consent, adds nickname and avatar).
+	OAuthScope string
+
+	// OpenAppID and OpenAppSecret identify an Open Platform website app,
+	// for website login (qrconnect) in a popup.
+	OpenAppID     string
+	OpenAppSecret string
+
 	// SessionKeys seal the session and browser-binding cookies. Each key is
 	// at least 32 bytes of secret randomness. The first key seals; all keys
 	// open, so a new key can be put first while old cookies stay valid.
@@ -222,6 +239,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QRRateBurst == 0 {
 		c.QRRateBurst = 5
 	}
+	if err := c.oauthDefaults(); err != nil {
+		return c, err
+	}
 	for i, p := range c.PublicPaths {
 		if !strings.HasPrefix(p, "/") {
 			return c, fmt.Errorf("middleware: PublicPaths[%d] %q must start with /", i, p)
@@ -237,6 +257,52 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = zap.NewNop()
 	}
 	return c, nil
+}
+
+// oauthDefaults fills in and checks Methods, OAuthScope and the website app.
+func (c *Config) oauthDefaults() error {
+	if c.OAuthScope == "" {
+		c.OAuthScope = "snsapi_base"
+	}
+	if c.OAuthScope != "snsapi_base" && c.OAuthScope != "snsapi_userinfo" {
+		return fmt.Errorf("middleware: OAuthScope %q must be snsapi_base or snsapi_userinfo", c.OAuthScope)
+	}
+	if (c.OpenAppID == "") != (c.OpenAppSecret == "") {
+		return errors.New("middleware: OpenAppID and OpenAppSecret go together")
+	}
+	if len(c.Methods) == 0 {
+		c.Methods = []string{MethodQR, MethodOAuth}
+		if c.OpenAppID != "" {
+			c.Methods = append(c.Methods, MethodOpen)
+		}
+	}
+	seen := map[string]bool{}
+	for i, m := range c.Methods {
+		switch m {
+		case MethodQR, MethodOAuth:
+		case MethodOpen:
+			if c.OpenAppID == "" {
+				return errors.New("middleware: method open needs OpenAppID and OpenAppSecret")
+			}
+		default:
+			return fmt.Errorf("middleware: Methods[%d] %q must be qr, oauth or open", i, m)
+		}
+		if seen[m] {
+			return fmt.Errorf("middleware: Methods[%d] %q is listed twice", i, m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// enabled reports whether a login method is on.
+func (c *Config) enabled(method string) bool {
+	for _, m := range c.Methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
 }
 
 func positiveOr(name string, v, def time.Duration) (time.Duration, error) {

@@ -192,6 +192,10 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 		m.handleUserInfo(w, r)
 	case "/auth":
 		m.handleAuth(w, r)
+	case "/oauth/start":
+		m.handleOAuthStart(w, r)
+	case "/oauth/callback":
+		m.handleOAuthCallback(w, r)
 	case "/logout":
 		m.csrf.Handler(http.HandlerFunc(m.handleLogout)).ServeHTTP(w, r)
 	default:
@@ -240,6 +244,9 @@ func wantsHTML(r *http.Request) bool {
 func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
 	login := m.loginURL(r.URL.RequestURI())
 	if wantsHTML(r) {
+		if next, ok := m.cleanNext([]string{r.URL.RequestURI()}); ok && m.oauthAutoRedirect(w, r, next) {
+			return
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, login, http.StatusFound)
 		return

@@ -124,6 +124,9 @@ func (p *loginPage) serve(w http.ResponseWriter, r *http.Request, m *Middleware)
 		http.Redirect(w, r, next, http.StatusFound)
 		return
 	}
+	if m.oauthAutoRedirect(w, r, next) {
+		return
+	}
 	p.render(w, r, m, http.StatusOK, next, "")
 }
 

@@ -47,17 +47,18 @@ const (
 
 // Client settings NewFromURL uses unless the URL sets them. Go-redis's
 // defaults (5 s timeouts, three retries, five dial attempts each) make a
-// call to a dead Redis take many seconds; the middleware would rather
-// answer "temporarily unavailable" at once.
+// call to a dead or hung Redis take many seconds; the middleware would
+// rather answer "temporarily unavailable" at once.
 const (
 	urlDialTimeout  = time.Second
 	urlReadTimeout  = time.Second
 	urlWriteTimeout = time.Second
 	urlPoolTimeout  = 2 * time.Second
-	// One retry, so that a connection Redis closed while it sat in the
-	// pool costs one failed attempt, not the caller's request.
-	urlMaxRetries = 1
-	// One dial attempt per try; the retry above is the second.
+	// No retries: go-redis already checks a pooled connection before it
+	// reuses it, and a retried SET NX or GETDEL whose first answer was
+	// lost gives a wrong answer (ErrExists, ErrNotFound) instead of an
+	// error. In go-redis, -1 means none; 0 means the default of three.
+	urlMaxRetries    = -1
 	urlDialerRetries = 1
 )
 
@@ -110,8 +111,9 @@ func New(client redis.UniversalClient, prefix string) *Store {
 // the connection: Close closes it. The URL is redis://[[user]:password@]
 // host[:port][/db] or rediss:// for TLS, with go-redis's query parameters
 // (dial_timeout, read_timeout, max_retries, ...). Timeouts it leaves unset
-// are one second, and a call is retried once, so that a dead Redis fails
-// fast. NewFromURL does not contact Redis.
+// are one second and calls are not retried, so that a call to a dead or
+// hung Redis fails within about a second. NewFromURL does not contact
+// Redis.
 func NewFromURL(rawURL, prefix string) (*Store, error) {
 	client, err := NewClient(rawURL)
 	if err != nil {
@@ -178,8 +180,9 @@ func backendError(op string, err error) error {
 // absent or expired, and returns store.ErrExists otherwise. ttl must be at
 // least a millisecond, Redis's resolution.
 //
-// If Redis applied the write but its answer was lost, go-redis's retry
-// reports store.ErrExists; the caller then fails safe, as for a collision.
+// With a client that retries (go-redis's default, unlike NewFromURL's), a
+// write Redis applied but whose answer was lost reads as store.ErrExists
+// on the retry; the caller then fails safe, as for a collision.
 func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if ttl < time.Millisecond {
 		return fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl)

@@ -100,6 +100,15 @@ type Config struct {
 	// scan. Default "this site".
 	SiteName string
 
+	// LogoURL is an image shown above the site name on the login page. A
+	// path on this site is best: the page's Content-Security-Policy allows
+	// images from this origin only (and data: URLs).
+	LogoURL string
+
+	// LoginTemplate, when set, replaces the built-in login page: the text of
+	// an html/template that receives the same data as the built-in one.
+	LoginTemplate string
+
 	// LoginReply and ExpiredReply are the chat messages sent to the user
 	// after a successful scan and after scanning an expired code. "%s" in
 	// LoginReply is replaced by SiteName.

@@ -622,7 +622,7 @@ func cookieRequest(value string) *http.Request {
 }
 
 // issueTestSession returns a genuine session cookie value for openid.
-func issueTestSession(t *testing.T, m *Middleware, openid string) string {
+func issueTestSession(t testing.TB, m *Middleware, openid string) string {
 	t.Helper()
 	rec := &recorder{header: http.Header{}}
 	if err := m.issueSession(rec, cookieRequest(""), Identity{AppID: testAppID, OpenID: openid, Method: MethodQR}); err != nil {

@@ -85,6 +85,7 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 // echoIdentity is the protected application: it reports what it was told.
 func echoIdentity(w http.ResponseWriter, r *http.Request) {
 	id, ok := IdentityFromContext(r.Context())
+	body, _ := io.ReadAll(r.Body)
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"path":     r.URL.Path,
 		"has_id":   ok,
@@ -93,7 +94,7 @@ func echoIdentity(w http.ResponseWriter, r *http.Request) {
 		"unionid":  r.Header.Get(HeaderUnionID),
 		"appid":    r.Header.Get(HeaderAppID),
 		"method":   r.Header.Get(HeaderLoginMethod),
-		"bodySize": r.ContentLength,
+		"body":     string(body),
 	})
 }
 

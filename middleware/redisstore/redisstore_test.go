@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -312,17 +313,20 @@ func TestRedisDown(t *testing.T) {
 	}
 
 	srv.Stop()
-	for range 3 {
-		start := time.Now()
+	// Enough failures to trip go-redis's dial breaker (pool size, 10 per
+	// CPU), after which it fails calls at once and probes once a second.
+	calls := 0
+	start := time.Now()
+	for calls < 20*runtime.GOMAXPROCS(0) {
 		wantBackendErrors(t, s, 2*time.Second)
-		t.Logf("five calls with Redis down took %s", time.Since(start))
+		calls += 5
 	}
+	t.Logf("%d calls with Redis down took %s", calls, time.Since(start))
 
 	srv.Restart()
 	// The restarted server is empty; the same Store works again once
-	// go-redis's dialer has noticed (it probes once a second after a run
-	// of failed dials).
-	start := time.Now()
+	// go-redis's dialer has noticed.
+	start = time.Now()
 	for {
 		_, err := s.Get(ctx, "k")
 		if errors.Is(err, store.ErrNotFound) {

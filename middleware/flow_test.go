@@ -1,0 +1,234 @@
+package middleware
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/wechat-login/caddy-wechat-login/wechat"
+	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
+)
+
+// TestEventsStream: the SSE route reports the current state at once and the
+// confirmation the moment the push lands, then ends; poll then redeems.
+func TestEventsStream(t *testing.T) {
+	env := newEnv(t, wechattest.Safe)
+	b := env.browser()
+	qr := b.createQR("/x")
+	scene := qr["scene"].(string)
+
+	req, _ := http.NewRequest(http.MethodGet, env.srv.URL+qr["events_url"].(string), nil)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	events := make(chan string, 10)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var v map[string]string
+				_ = json.Unmarshal([]byte(data), &v)
+				events <- v["status"]
+			}
+		}
+	}()
+	if got := <-events; got != StatePending {
+		t.Fatalf("first event %q, want pending", got)
+	}
+	if _, err := env.fake.Scan(context.Background(), testAppID, qr["qr_content"].(string), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-events:
+		if got != StateConfirmed {
+			t.Fatalf("second event %q, want confirmed", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event after the scan")
+	}
+	if _, open := <-events; open {
+		t.Fatal("stream went on after a final state")
+	}
+	if got := b.poll(scene, 0).json(t); got["status"] != StateConfirmed || got["redirect"] != "/x" {
+		t.Fatalf("redeem after SSE: %v", got)
+	}
+}
+
+// TestCloseEndsWaiters: shutting the middleware down answers waiting
+// long-polls at once instead of holding them for their full wait.
+func TestCloseEndsWaiters(t *testing.T) {
+	env := newEnv(t, wechattest.Safe)
+	b, scene, _ := pendingScene(t, env)
+	done := make(chan map[string]any, 1)
+	go func() { done <- b.poll(scene, 20).json(t) }()
+	env.waitForWaiters(1)
+	start := time.Now()
+	if err := env.mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-done:
+		if got["status"] != StatePending {
+			t.Fatalf("waiter ended with %v", got)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("waiter ended %v after Close", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter still waiting after Close")
+	}
+}
+
+// TestFetchUnionID: with FetchUnionID the scanner's unionid comes from
+// cgi-bin/user/info and reaches the upstream.
+func TestFetchUnionID(t *testing.T) {
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.FetchUnionID = true })
+	b := env.browser()
+	id := loginByScan(t, env, b, "alice", "/", "subscribe")
+	if want := env.fake.UnionID("alice"); id["unionid"] != want || want == "" {
+		t.Fatalf("unionid %v, want %q", id["unionid"], want)
+	}
+	if n := env.fake.Calls("/cgi-bin/user/info"); n != 1 {
+		t.Fatalf("%d user/info calls, want 1", n)
+	}
+}
+
+// TestPassThroughPushes: pushes that are not login scans reach the wrapped
+// handler with their body intact when configured, and are answered
+// "success" otherwise.
+func TestPassThroughPushes(t *testing.T) {
+	for _, pass := range []bool{false, true} {
+		env := newEnv(t, wechattest.Plaintext, func(c *Config) { c.PassThroughPushes = pass })
+		now := time.Now()
+		ev := &wechat.Event{ToUserName: testGhID, FromUserName: env.fake.OpenID(testAppID, "alice"), CreateTime: now.Unix(), MsgType: "text", Content: "你好 <b>", MsgID: 42}
+		p := plainPush(ev, now.Unix(), "pt")
+		resp := env.sendPush(p)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("pass=%v: %d %s", pass, resp.StatusCode, resp.body)
+		}
+		if !pass {
+			if string(resp.body) != "success" {
+				t.Fatalf("not passed through, answer %q", resp.body)
+			}
+			continue
+		}
+		got := resp.json(t)
+		if got["path"] != "/wechat/callback" || got["body"] != string(p.body) {
+			t.Fatalf("wrapped handler saw %v", got)
+		}
+	}
+}
+
+// TestExpiredSceneReply: scanning a code whose scene is gone gets a helpful
+// chat reply and changes nothing.
+func TestExpiredSceneReply(t *testing.T) {
+	env := newEnv(t, wechattest.Safe)
+	b := env.browser()
+	qr := b.createQR("/")
+	if err := env.mw.store.Delete(context.Background(), sceneKey(qr["scene"].(string))); err != nil {
+		t.Fatal(err)
+	}
+	d, err := env.fake.Scan(context.Background(), testAppID, qr["qr_content"].(string), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Status != wechattest.StatusReplied || d.Reply.Content != env.cfg.ExpiredReply {
+		t.Fatalf("reply %+v", d.Reply)
+	}
+	if got := b.poll(qr["scene"].(string), 0).json(t); got["status"] != StateExpired {
+		t.Fatalf("poll: %v", got)
+	}
+}
+
+// TestLogsHoldNoSecrets runs logins, bad pushes and logouts with debug
+// logging on and checks that no log line carries a secret, a token, a raw
+// openid, a ticket or a cookie.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.Logger = zap.New(core); c.FetchUnionID = true })
+	b := env.browser()
+	loginByScan(t, env, b, "alice", "/", "subscribe")
+	b.do(http.MethodPost, "/wechat/logout", nil, map[string]string{"Origin": env.srv.URL})
+	_, scene, ticket := pendingScene(t, env)
+	env.sendPush(plainPush(scanEvent(env.fake.OpenID(testAppID, "bob"), scene, ticket, false, time.Now()), time.Now().Unix(), "x"))
+	env.fake.FailNext("/cgi-bin/qrcode/create", 1, wechattest.Fault{Errcode: 40164})
+	env.browser().do(http.MethodPost, "/wechat/qr", nil, map[string]string{"Origin": env.srv.URL})
+
+	secrets := []string{testSecret, testAESKey, testToken, string(testSessionKey),
+		env.fake.OpenID(testAppID, "alice"), env.fake.OpenID(testAppID, "bob"), env.fake.UnionID("alice"), ticket, scene}
+	if logs.Len() == 0 {
+		t.Fatal("nothing was logged; the check would prove nothing")
+	}
+	for _, e := range logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += " " + k + "=" + toString(v)
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(line, s) {
+				t.Errorf("log line leaks %q: %s", s[:min(6, len(s))]+"…", line)
+			}
+		}
+	}
+}
+
+func toString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// BenchmarkSessionVerify measures checking a session cookie: open the AEAD
+// cookie, decode it, and ask the store whether it was revoked.
+func BenchmarkSessionVerify(b *testing.B) {
+	m, err := New(validConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	value := issueTestSession(b, m, "oAlice0000000000000000000001")
+	r := cookieRequest(value)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := m.session(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProtectedRequest measures a whole authenticated request through
+// the middleware to a no-op handler.
+func BenchmarkProtectedRequest(b *testing.B) {
+	m, err := New(validConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	value := issueTestSession(b, m, "oAlice0000000000000000000001")
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	w := &recorder{header: http.Header{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r := cookieRequest(value)
+		r.Header.Set(HeaderOpenID, "forged")
+		h.ServeHTTP(w, r)
+		if r.Header.Get(HeaderOpenID) != "oAlice0000000000000000000001" {
+			b.Fatal("identity not set")
+		}
+	}
+}

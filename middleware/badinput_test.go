@@ -639,9 +639,9 @@ func issueTestSession(t testing.TB, m *Middleware, openid string) string {
 
 type recorder struct{ header http.Header }
 
-func (r *recorder) Header() http.Header       { return r.header }
+func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) Write(b []byte) (int, error) { return len(b), nil }
-func (r *recorder) WriteHeader(int)           {}
+func (r *recorder) WriteHeader(int)             {}
 
 // TestAllowlistAndPublicPaths: users outside the allowlist get 403, public
 // paths need no session.

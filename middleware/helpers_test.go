@@ -87,14 +87,14 @@ func echoIdentity(w http.ResponseWriter, r *http.Request) {
 	id, ok := IdentityFromContext(r.Context())
 	body, _ := io.ReadAll(r.Body)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"path":     r.URL.Path,
-		"has_id":   ok,
-		"ctx":      id,
-		"openid":   r.Header.Get(HeaderOpenID),
-		"unionid":  r.Header.Get(HeaderUnionID),
-		"appid":    r.Header.Get(HeaderAppID),
-		"method":   r.Header.Get(HeaderLoginMethod),
-		"body":     string(body),
+		"path":    r.URL.Path,
+		"has_id":  ok,
+		"ctx":     id,
+		"openid":  r.Header.Get(HeaderOpenID),
+		"unionid": r.Header.Get(HeaderUnionID),
+		"appid":   r.Header.Get(HeaderAppID),
+		"method":  r.Header.Get(HeaderLoginMethod),
+		"body":    string(body),
 	})
 }
 
@@ -304,4 +304,3 @@ func (e *testEnv) sceneState(scene string) string {
 	}
 	return rec.State
 }
-

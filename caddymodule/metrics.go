@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,8 +46,19 @@ var (
 		Help: "Failed calls to WeChat, by call.",
 	}, []string{"call"})
 
+	wechatCalls = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "wechat_api_duration_seconds",
+		Help:    "Calls to WeChat's API by endpoint and outcome (ok, errcode_N, http_N, transport_error), with their latency.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"endpoint", "outcome"})
+	waiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "waiting_browsers",
+		Help: "Browsers waiting on a login QR code (long-poll or event stream).",
+	})
+
 	allCollectors = []prometheus.Collector{
 		scenesCreated, scans, duplicatePushes, pushRejections, logins, loginsDenied, logouts, wechatFailures,
+		wechatCalls, waiting,
 	}
 )
 
@@ -75,3 +87,7 @@ func (promMetrics) Login(method string)        { logins.WithLabelValues(method).
 func (promMetrics) LoginDenied(method string)  { loginsDenied.WithLabelValues(method).Inc() }
 func (promMetrics) Logout()                    { logouts.Inc() }
 func (promMetrics) WeChatFailure(call string)  { wechatFailures.WithLabelValues(call).Inc() }
+func (promMetrics) Waiting(delta int)          { waiting.Add(float64(delta)) }
+func (promMetrics) WeChatCall(endpoint, outcome string, took time.Duration) {
+	wechatCalls.WithLabelValues(endpoint, outcome).Observe(took.Seconds())
+}

@@ -232,3 +232,44 @@ func BenchmarkProtectedRequest(b *testing.B) {
 		}
 	}
 }
+
+// TestWeChatFailuresAndRecovery: WeChat errors become a clear 503 for the
+// browser (with Retry-After), a metric for the operator, and the next
+// request works again once WeChat does.
+func TestWeChatFailuresAndRecovery(t *testing.T) {
+	metrics := &countingMetrics{}
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.QRRateBurst = 100 })
+	env.mw.SetMetrics(metrics)
+	env.browser().createQR("/")
+	if metrics.get("call:cgi-bin/stable_token:ok") != 1 || metrics.get("call:cgi-bin/qrcode/create:ok") != 1 {
+		t.Fatalf("calls not observed: %v", metrics.counts)
+	}
+	for _, tc := range []struct {
+		fault   wechattest.Fault
+		outcome string
+		reason  string
+	}{
+		{wechattest.Fault{Errcode: -1}, "errcode_-1", "WeChat is unavailable"},
+		{wechattest.Fault{Errcode: 45009}, "errcode_45009", "refusing more login codes"},
+		{wechattest.Fault{Errcode: 40164}, "errcode_40164", "misconfigured"},
+		{wechattest.Fault{HTTPStatus: http.StatusBadGateway}, "http_502", "WeChat is unavailable"},
+		{wechattest.Fault{Drop: true}, "transport_error", "WeChat is unavailable"},
+	} {
+		env.fake.FailNext("/cgi-bin/qrcode/create", 1, tc.fault)
+		resp := env.browser().do(http.MethodPost, "/wechat/qr", nil, map[string]string{"Origin": env.srv.URL})
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(resp.body), tc.reason) {
+			t.Errorf("%s: got %d %s", tc.outcome, resp.StatusCode, resp.body)
+		}
+		if resp.Header.Get("Retry-After") == "" && tc.outcome != "errcode_40164" {
+			t.Errorf("%s: no Retry-After", tc.outcome)
+		}
+		if metrics.get("call:cgi-bin/qrcode/create:"+tc.outcome) != 1 {
+			t.Errorf("%s: not observed: %v", tc.outcome, metrics.counts)
+		}
+		// WeChat is back: the next login code works.
+		env.browser().createQR("/")
+	}
+	if n := metrics.get("wechat:create QR ticket"); n != 5 {
+		t.Fatalf("%d failures reported to the operator, want 5", n)
+	}
+}

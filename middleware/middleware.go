@@ -91,7 +91,7 @@ func New(cfg Config) (*Middleware, error) {
 		AppID:      cfg.AppID,
 		AppSecret:  cfg.AppSecret,
 		Endpoint:   cfg.Endpoint,
-		HTTPClient: cfg.HTTPClient,
+		HTTPClient: m.instrumentedClient(cfg.HTTPClient),
 		Tokens:     cfg.TokenSource,
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
@@ -387,15 +387,24 @@ type Metrics interface {
 	LoginDenied(method string)
 	Logout()
 	WeChatFailure(call string)
+	// WeChatCall reports one HTTP call to WeChat: the endpoint path (for
+	// example "cgi-bin/qrcode/create"), its outcome ("ok", "errcode_40001",
+	// "http_502", "transport_error") and how long it took.
+	WeChatCall(endpoint, outcome string, took time.Duration)
+	// Waiting counts browsers waiting on a scene (long-poll or events):
+	// +1 when one starts, -1 when it ends.
+	Waiting(delta int)
 }
 
 type nopMetrics struct{}
 
-func (nopMetrics) SceneCreated()        {}
-func (nopMetrics) Scan(string)          {}
-func (nopMetrics) DuplicatePush()       {}
-func (nopMetrics) PushRejected(string)  {}
-func (nopMetrics) Login(string)         {}
-func (nopMetrics) LoginDenied(string)   {}
-func (nopMetrics) Logout()              {}
-func (nopMetrics) WeChatFailure(string) {}
+func (nopMetrics) SceneCreated()                            {}
+func (nopMetrics) Scan(string)                              {}
+func (nopMetrics) DuplicatePush()                           {}
+func (nopMetrics) PushRejected(string)                      {}
+func (nopMetrics) Login(string)                             {}
+func (nopMetrics) LoginDenied(string)                       {}
+func (nopMetrics) Logout()                                  {}
+func (nopMetrics) WeChatFailure(string)                     {}
+func (nopMetrics) WeChatCall(string, string, time.Duration) {}
+func (nopMetrics) Waiting(int)                              {}

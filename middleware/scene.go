@@ -280,6 +280,8 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 		ch, cancel := m.notifier.Subscribe(sceneKey(id))
 		defer cancel()
 		wake = ch
+		m.metrics.Waiting(1)
+		defer m.metrics.Waiting(-1)
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -387,6 +389,8 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	wake, cancel := m.notifier.Subscribe(sceneKey(id))
 	defer cancel()
+	m.metrics.Waiting(1)
+	defer m.metrics.Waiting(-1)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

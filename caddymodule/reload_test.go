@@ -1,0 +1,111 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
+)
+
+// TestReloadsLeakNothing loads a config in process, reloads it many times
+// with cosmetic changes while logins are pending, and checks that the shared
+// state is kept (same store across reloads), that goroutines do not pile
+// up, and that stopping Caddy releases everything in the usage pool.
+func TestReloadsLeakNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Caddy in process")
+	}
+	fake := wechattest.NewServer(wechattest.Config{})
+	defer fake.Close()
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	load := func(siteName string) {
+		t.Helper()
+		cf := `{
+	admin off
+	auto_https off
+	persist_config off
+	grace_period 100ms
+}
+` + base + ` {
+	wechat_login {
+		app_id ` + itAppID + `
+		app_secret ` + itSecret + `
+		token ` + itToken + `
+		encoding_aes_key ` + itAESKey + `
+		session_key integration-session-key-0123456789abcdef
+		site_name "` + siteName + `"
+		api_base ` + fake.URL + `
+		oauth_base ` + fake.URL + `
+		mp_base ` + fake.URL + `
+	}
+	respond "ok"
+}`
+		js, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Load(js, true); err != nil {
+			t.Fatalf("load: %v", err)
+		}
+	}
+	if err := fake.AddApp(wechattest.App{AppID: itAppID, AppSecret: itSecret, Token: itToken, EncodingAESKey: itAESKey,
+		OriginalID: "gh_00000000aaaa", CallbackURL: base + "/wechat/callback", Mode: wechattest.Safe}); err != nil {
+		t.Fatal(err)
+	}
+
+	load("site 0")
+	b := newClient(t, base)
+	resp, body := b.do(http.MethodPost, "/wechat/qr", nil, "Origin", base)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("create QR: %d %s", resp.StatusCode, body)
+	}
+	scene := body[strings.Index(body, `"scene":"`)+9:][:32]
+	before := settledGoroutines()
+	for i := 1; i <= 10; i++ {
+		load(fmt.Sprintf("site %d", i))
+		if _, body := b.do(http.MethodGet, "/wechat/poll?scene="+scene, nil); !strings.Contains(body, `"pending"`) {
+			t.Fatalf("after reload %d the pending scene is gone: %s", i, body)
+		}
+	}
+	after := settledGoroutines()
+	if after > before+3 {
+		t.Fatalf("goroutines grew from %d to %d over 10 reloads", before, after)
+	}
+	entries := 0
+	pool.Range(func(any, any) bool { entries++; return true })
+	if entries != 1 {
+		t.Fatalf("%d shared states in the pool across reloads of one app, want 1", entries)
+	}
+
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	entries = 0
+	pool.Range(func(any, any) bool { entries++; return true })
+	if entries != 0 {
+		t.Fatalf("%d shared states left in the pool after stopping", entries)
+	}
+}
+
+// settledGoroutines counts goroutines once they stop changing, so that
+// connection handlers winding down do not count.
+func settledGoroutines() int {
+	last := runtime.NumGoroutine()
+	for range 50 {
+		time.Sleep(40 * time.Millisecond)
+		n := runtime.NumGoroutine()
+		if n == last {
+			return n
+		}
+		last = n
+	}
+	return last
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -132,7 +133,9 @@ func (c *Client) AccessToken(ctx context.Context) (string, error) {
 // callWithToken performs an API call that carries access_token in its query.
 // When WeChat says the token is invalid or expired, only that token is
 // invalidated (never a forced refresh, which WeChat limits to 20 a day) and
-// the call is retried once, if the source then has a different token.
+// the call is retried once with whatever token the source then has: usually
+// a new one, but WeChat's rejections are not always final, so the same
+// token gets its one second chance too.
 func (c *Client) callWithToken(ctx context.Context, req apiRequest, out statusCarrier) error {
 	tok, err := c.AccessToken(ctx)
 	if err != nil {
@@ -150,11 +153,8 @@ func (c *Client) callWithToken(ctx context.Context, req apiRequest, out statusCa
 	if ferr != nil {
 		return fmt.Errorf("%w (and fetching a new token failed: %w)", err, ferr)
 	}
-	if fresh == tok {
-		// The source has nothing newer; a retry would fail the same way.
-		return err
-	}
-	resetStatus(out)
+	// Start the retry from an empty answer: decoding merges into out.
+	reflect.ValueOf(out).Elem().SetZero()
 	return c.callOnce(ctx, req, fresh, out)
 }
 
@@ -178,8 +178,6 @@ func (s *apiStatus) status() *apiStatus { return s }
 
 // statusCarrier is a response struct embedding apiStatus.
 type statusCarrier interface{ status() *apiStatus }
-
-func resetStatus(out statusCarrier) { *out.status() = apiStatus{} }
 
 // apiRequest describes one JSON API call.
 type apiRequest struct {

@@ -94,17 +94,22 @@ func TestClientRetryIsBounded(t *testing.T) {
 	assertNoSecrets(t, err)
 }
 
-// TestClientNoRetryWithoutNewToken: a source that cannot invalidate and
-// hands out the same token again gets no pointless retry.
-func TestClientNoRetryWithoutNewToken(t *testing.T) {
+// TestClientRetryWithoutInvalidator: a source that cannot invalidate still
+// gets its single retry (WeChat's rejections are not always final).
+func TestClientRetryWithoutInvalidator(t *testing.T) {
 	t.Parallel()
-	s := newRetryServer(t, func(string) string { return `{"errcode":42001,"errmsg":"access_token expired"}` })
-	_, err := clientFor(wechat.Endpoint{API: s.URL}, nil).CreateTempQR(context.Background(), "s", time.Minute)
-	if !wechat.IsTokenInvalid(err) {
-		t.Fatalf("err = %v", err)
+	var n atomic.Int32
+	s := newRetryServer(t, func(string) string {
+		if n.Add(1) == 1 {
+			return `{"errcode":42001,"errmsg":"access_token expired"}`
+		}
+		return qrOK
+	})
+	if _, err := clientFor(wechat.Endpoint{API: s.URL}, nil).CreateTempQR(context.Background(), "s", time.Minute); err != nil {
+		t.Fatal(err)
 	}
-	if n := s.qrCalls.Load(); n != 1 {
-		t.Errorf("QR calls = %d, want 1", n)
+	if n := s.qrCalls.Load(); n != 2 {
+		t.Errorf("QR calls = %d, want 2", n)
 	}
 }
 
@@ -203,5 +208,24 @@ func TestClientAccessTokenErrors(t *testing.T) {
 	c = &wechat.Client{Tokens: wechat.TokenSourceFunc(func(context.Context) (wechat.Token, error) { return wechat.Token{}, nil })}
 	if _, err := c.AccessToken(context.Background()); err == nil {
 		t.Error("empty token accepted")
+	}
+}
+
+// TestClientRetryStartsClean: fields of the rejected answer do not leak
+// into the retried call's result.
+func TestClientRetryStartsClean(t *testing.T) {
+	t.Parallel()
+	s := newRetryServer(t, func(tok string) string {
+		if tok == "tok1" {
+			return `{"errcode":40001,"errmsg":"invalid credential","expire_seconds":5}`
+		}
+		return `{"ticket":"T","url":"U"}`
+	})
+	qr, err := s.defaultClient().CreateTempQR(context.Background(), "s", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qr.ExpiresIn != time.Minute {
+		t.Errorf("ExpiresIn = %v, want 1m0s (not the rejected answer's 5s)", qr.ExpiresIn)
 	}
 }

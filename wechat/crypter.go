@@ -227,6 +227,9 @@ func (c *Crypter) Encrypt(plaintext []byte, timestamp, nonce string) (encrypted,
 // encryptWithRandom is Encrypt with a caller-chosen random prefix, which
 // makes the output deterministic for test vectors.
 func (c *Crypter) encryptWithRandom(random [randomLen]byte, plaintext []byte, timestamp, nonce string) (encrypted, msgSignature string, err error) {
+	if len(c.keys) == 0 {
+		return "", "", errors.New("wechat: Crypter not created by NewCrypter")
+	}
 	if uint64(len(plaintext)) > math.MaxUint32 {
 		return "", "", fmt.Errorf("wechat: %w: message longer than %d bytes", ErrInvalidArgument, uint64(math.MaxUint32))
 	}

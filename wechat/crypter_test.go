@@ -276,6 +276,21 @@ func TestDerivedReplyVector(t *testing.T) {
 	}
 }
 
+// A zero Crypter is unusable but must fail cleanly rather than panic.
+func TestZeroCrypter(t *testing.T) {
+	var c Crypter
+	if _, _, err := c.Encrypt([]byte("x"), "1", "2"); err == nil {
+		t.Error("Encrypt succeeded without a key")
+	}
+	if _, err := c.EncryptReply([]byte("x"), "1", "2"); err == nil {
+		t.Error("EncryptReply succeeded without a key")
+	}
+	enc := base64.StdEncoding.EncodeToString(make([]byte, 64))
+	if _, err := c.Decrypt(Signature("", "1", "2", enc), "1", "2", enc); err != ErrDecrypt {
+		t.Errorf("Decrypt = %v, want ErrDecrypt", err)
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	c := vecA(t)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -492,6 +507,135 @@ func TestDecryptBitFlips(t *testing.T) {
 		}
 		if err != nil && err != ErrDecrypt && err != ErrAppIDMismatch {
 			t.Fatalf("bit %d: unexpected error %v", i, err)
+		}
+	}
+}
+
+// refOpen is a plain, non-constant-time statement of the plaintext rules,
+// used to cross-check parsePlaintext on fuzzed input.
+func refOpen(full []byte, appID string) (msg []byte, err error) {
+	n := len(full)
+	p := int(full[n-1])
+	if p == 0 || p > 32 {
+		return nil, ErrDecrypt
+	}
+	for _, b := range full[n-p:] {
+		if int(b) != p {
+			return nil, ErrDecrypt
+		}
+	}
+	inner := full[:n-p]
+	if len(inner) < 20 {
+		return nil, ErrDecrypt
+	}
+	l := int64(inner[16])<<24 | int64(inner[17])<<16 | int64(inner[18])<<8 | int64(inner[19])
+	if l > int64(len(inner)-20) {
+		return nil, ErrDecrypt
+	}
+	if string(inner[20+l:]) != appID {
+		return nil, ErrAppIDMismatch
+	}
+	return inner[20 : 20+l], nil
+}
+
+// FuzzDecrypt checks that Decrypt(Encrypt(msg)) == msg, that a re-signed
+// bit flip never yields the original message, and that any decrypted
+// plaintext (full, chosen by the fuzzer, including its padding and length
+// field) is judged exactly as refOpen judges it. Nothing may panic.
+func FuzzDecrypt(f *testing.F) {
+	valid := layout(12, "hello, world", vecAAppID, padBytes(14, 14))
+	f.Add([]byte("hello"), valid, uint16(0))
+	f.Add([]byte{}, layout(0, "", vecAAppID, padBytes(26, 26)), uint16(300))
+	f.Add([]byte(derivedPushMsg), layout(0xFFFFFFFF, "hello, world", vecAAppID, padBytes(14, 14)), uint16(1000))
+	f.Add([]byte("x"), layout(31, "hello, world", vecAAppID, padBytes(14, 14)), uint16(7))
+	f.Add(bytes.Repeat([]byte("a"), 26), append(valid[:63:63], 0), uint16(9))
+	f.Add(bytes.Repeat([]byte("b"), 27), append(valid[:63:63], 33), uint16(200))
+	mixed := bytes.Clone(valid)
+	mixed[55] = 13
+	f.Add(bytes.Repeat([]byte("c"), 58), mixed, uint16(511))
+	f.Add([]byte("\x00\xff"), padBytes(32, 32), uint16(65535))
+
+	c := vecA(f)
+	f.Fuzz(func(t *testing.T, msg, full []byte, flip uint16) {
+		enc, sig, err := c.Encrypt(msg, "1700000000", "nonce")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Decrypt(sig, "1700000000", "nonce", enc)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("round trip: %q, %v", got, err)
+		}
+
+		ct := mustDecode(t, enc)
+		bit := int(flip) % (len(ct) * 8)
+		ct[bit/8] ^= 1 << (bit % 8)
+		tampered := base64.StdEncoding.EncodeToString(ct)
+		if _, err := c.Decrypt(sig, "1700000000", "nonce", tampered); err != ErrSignatureMismatch {
+			t.Fatalf("tampered ciphertext with the old signature: %v", err)
+		}
+		got, err = c.Decrypt(Signature(vecAToken, "1", "2", tampered), "1", "2", tampered)
+		if err == nil && bytes.Equal(got, msg) {
+			t.Fatalf("bit %d flipped without effect", bit)
+		}
+
+		if len(full) > 4*MaxPushBytes {
+			return
+		}
+		if len(full) == 0 || len(full)%padBlock != 0 {
+			full = append(full, make([]byte, padBlock-len(full)%padBlock)...)
+		}
+		sealed := seal(c, full)
+		got, err = c.Decrypt(Signature(vecAToken, "1", "2", sealed), "1", "2", sealed)
+		want, wantErr := refOpen(full, vecAAppID)
+		if err != wantErr || !bytes.Equal(got, want) {
+			t.Fatalf("Decrypt = %q, %v; reference %q, %v", got, err, want, wantErr)
+		}
+
+		// full used directly as a ciphertext decrypts to noise.
+		raw := base64.StdEncoding.EncodeToString(full)
+		if _, err := c.Decrypt(Signature(vecAToken, "1", "2", raw), "1", "2", raw); err != nil && err != ErrDecrypt && err != ErrAppIDMismatch {
+			t.Fatalf("unexpected error %v", err)
+		}
+	})
+}
+
+func BenchmarkDecrypt(b *testing.B) {
+	c := vecA(b)
+	b.SetBytes(int64(len(derivedPushMsg)))
+	for b.Loop() {
+		if _, err := c.Decrypt(derivedPushMsgSig, derivedPushTS, derivedNonce, derivedPushEnc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncrypt(b *testing.B) {
+	c := vecA(b)
+	msg := []byte(derivedReplyMsg)
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, _, err := c.Encrypt(msg, derivedReplyTS, derivedNonce); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPushPipeline is the whole cost of a safe-mode push on our side:
+// envelope, signature check, decryption and event parsing.
+func BenchmarkPushPipeline(b *testing.B) {
+	c := vecA(b)
+	body := []byte(safeBody)
+	for b.Loop() {
+		env, err := ParseEnvelope(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		inner, err := c.Decrypt(derivedPushMsgSig, derivedPushTS, derivedNonce, env.Encrypt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ParseEvent(inner); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

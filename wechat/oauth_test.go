@@ -302,3 +302,13 @@ func FuzzAuthorizeURL(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkAuthorizeURL(b *testing.B) {
+	app := &wechat.OAuthApp{AppID: testAppID}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := app.AuthorizeURL("https://example.com/wechat/oauth/callback?next=%2Fa", wechat.ScopeBase, "k3Jx9Qw2abcdefgh"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

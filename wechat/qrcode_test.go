@@ -165,3 +165,22 @@ func TestShowQRCodeURLEscaping(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCreateTempQR measures a full QR creation against a local server
+// (JSON encode, HTTP round trip over loopback, decode), the client's share
+// of every QR login.
+func BenchmarkCreateTempQR(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, `{"ticket":"gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3sUw==","expire_seconds":300,"url":"http:\/\/weixin.qq.com\/q\/kZgfwMTm72WWPkovabbI"}`)
+	}))
+	defer srv.Close()
+	c := clientFor(wechat.Endpoint{API: srv.URL}, srv.Client())
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.CreateTempQR(ctx, "login-0123456789abcdef", 5*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

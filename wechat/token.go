@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -173,18 +173,23 @@ type TokenCache struct {
 	src   TokenSource
 	early time.Duration
 	group singleflight.Group
+	// cur is the cached token; nil when there is none. Readers never lock,
+	// and Invalidate swaps out exactly the entry it inspected.
+	cur atomic.Pointer[cacheEntry]
+}
 
-	mu        sync.Mutex
+type cacheEntry struct {
 	tok       Token
-	refreshAt time.Time // zero with a non-empty tok: no known expiry
+	refreshAt time.Time // zero: no known expiry
 }
 
 // ReuseTokenSource returns a cache over src. A cached token is served until
 // early before its ExpiresAt (at most half its lifetime early, so short-lived
 // tokens are still reused); early <= 0 means DefaultEarly. Concurrent callers
 // on a cold or stale cache share a single fetch, and share its failure too;
-// a failure is not cached, so the next call tries again. A token without an
-// ExpiresAt is kept until invalidated.
+// a failure is not cached, so the next call tries again. If an early refresh
+// fails while the cached token has not yet expired, that token is served
+// instead. A token without an ExpiresAt is kept until invalidated.
 func ReuseTokenSource(src TokenSource, early time.Duration) *TokenCache {
 	if early <= 0 {
 		early = DefaultEarly
@@ -200,15 +205,11 @@ func (c *TokenCache) now() time.Time {
 }
 
 func (c *TokenCache) cached() (Token, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.tok.Value == "" {
+	e := c.cur.Load()
+	if e == nil || (!e.refreshAt.IsZero() && !c.now().Before(e.refreshAt)) {
 		return Token{}, false
 	}
-	if !c.refreshAt.IsZero() && !c.now().Before(c.refreshAt) {
-		return Token{}, false
-	}
-	return c.tok, true
+	return e.tok, true
 }
 
 // Token returns the cached token, or fetches one. A caller whose ctx ends
@@ -216,6 +217,9 @@ func (c *TokenCache) cached() (Token, bool) {
 func (c *TokenCache) Token(ctx context.Context) (Token, error) {
 	if t, ok := c.cached(); ok {
 		return t, nil
+	}
+	if c.src == nil {
+		return Token{}, errors.New("wechat: token cache has no source")
 	}
 	ch := c.group.DoChan("token", func() (any, error) {
 		// Another fetch may have finished between the check above and
@@ -227,6 +231,12 @@ func (c *TokenCache) Token(ctx context.Context) (Token, error) {
 		defer cancel()
 		t, err := c.src.Token(fctx)
 		if err != nil {
+			// An early refresh failed while the cached token still works:
+			// keep serving it (the next call tries the refresh again) so a
+			// brief WeChat outage does not become ours.
+			if e := c.cur.Load(); e != nil && c.now().Before(e.tok.ExpiresAt) {
+				return e.tok, nil
+			}
 			return Token{}, err
 		}
 		if err := c.store(t); err != nil {
@@ -258,9 +268,7 @@ func (c *TokenCache) store(t Token) error {
 		}
 		refreshAt = t.ExpiresAt.Add(-min(c.early, life/2))
 	}
-	c.mu.Lock()
-	c.tok, c.refreshAt = t, refreshAt
-	c.mu.Unlock()
+	c.cur.Store(&cacheEntry{tok: t, refreshAt: refreshAt})
 	return nil
 }
 
@@ -268,10 +276,8 @@ func (c *TokenCache) store(t Token) error {
 // WeChat reject an old token therefore cannot evict a newer one that another
 // caller has already fetched.
 func (c *TokenCache) Invalidate(stale string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if stale != "" && c.tok.Value == stale {
-		c.tok, c.refreshAt = Token{}, time.Time{}
+	if e := c.cur.Load(); e != nil && stale != "" && e.tok.Value == stale {
+		c.cur.CompareAndSwap(e, nil)
 	}
 }
 

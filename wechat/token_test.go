@@ -438,3 +438,80 @@ func TestTokenSourceLocalValidation(t *testing.T) {
 		assertNoSecrets(t, err)
 	}
 }
+
+func TestTokenCacheNilSource(t *testing.T) {
+	t.Parallel()
+	if _, err := wechat.ReuseTokenSource(nil, 0).Token(context.Background()); err == nil {
+		t.Error("no error from a cache without a source")
+	}
+}
+
+// BenchmarkTokenCacheHit measures the per-call cost of a warm cache under
+// parallel load, which every API call pays.
+func BenchmarkTokenCacheHit(b *testing.B) {
+	cache := wechat.ReuseTokenSource(staticTokens, 0)
+	if _, err := cache.Token(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := cache.Token(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestTokenCacheServesValidTokenWhenRefreshFails: inside the early-refresh
+// window a failed refresh falls back to the still-valid token; once it has
+// expired, the failure is reported.
+func TestTokenCacheServesValidTokenWhenRefreshFails(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	var calls atomic.Int32
+	boom := errors.New("upstream down")
+	cache := wechat.ReuseTokenSource(wechat.TokenSourceFunc(func(context.Context) (wechat.Token, error) {
+		if calls.Add(1) == 1 {
+			return wechat.Token{Value: "t1", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+		}
+		return wechat.Token{}, boom
+	}), 10*time.Minute)
+	cache.Now = clock.Now
+	mustToken(t, cache)
+
+	clock.Advance(55 * time.Minute) // past the refresh point, before expiry
+	if got := mustToken(t, cache); got != "t1" {
+		t.Errorf("during the refresh window got %q, want t1", got)
+	}
+	if got := mustToken(t, cache); got != "t1" {
+		t.Errorf("second call got %q, want t1", got)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("source calls = %d, want 3 (each call retries the refresh)", n)
+	}
+	clock.Advance(5 * time.Minute) // expired now
+	if _, err := cache.Token(context.Background()); !errors.Is(err, boom) {
+		t.Errorf("after expiry: err = %v, want the fetch error", err)
+	}
+}
+
+// TestTokenCacheNoFallbackAfterInvalidate: a token WeChat rejected is never
+// served as the fallback of a failed fetch.
+func TestTokenCacheNoFallbackAfterInvalidate(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	boom := errors.New("upstream down")
+	cache := wechat.ReuseTokenSource(wechat.TokenSourceFunc(func(context.Context) (wechat.Token, error) {
+		if calls.Add(1) == 1 {
+			return wechat.Token{Value: "t1", ExpiresAt: time.Now().Add(time.Hour)}, nil
+		}
+		return wechat.Token{}, boom
+	}), 0)
+	mustToken(t, cache)
+	cache.Invalidate("t1")
+	if tok, err := cache.Token(context.Background()); !errors.Is(err, boom) {
+		t.Errorf("after Invalidate: got (%q, %v), want the fetch error", tok.Value, err)
+	}
+}

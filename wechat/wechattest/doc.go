@@ -69,6 +69,10 @@
 //   - Pushes are attempted up to three times in total with the same URL and
 //     body. A reply counts as acknowledged when it is "success" or empty
 //     (surrounding white space ignored).
+//   - Without an OAuth user (Config.OAuthUser), the authorization pages ask
+//     which test user holds the phone, even for the otherwise silent
+//     snsapi_base; only consent scopes offer a deny button, which redirects
+//     with state alone. qrconnect does not restrict state.
 //   - The "#wechat_redirect" fragment of an authorize URL never reaches a
 //     server, so it cannot be checked.
 package wechattest

@@ -55,7 +55,7 @@ func (p *Platform) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, errCode(40003))
 		return
 	}
-	f := *p.followOf(s)
+	f := p.peekFollowLocked(s)
 	unbound := p.apps[s.appID].Unbound
 	p.mu.Unlock()
 

@@ -2,6 +2,7 @@ package wechattest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -56,36 +57,45 @@ func (a apiAnswer) str(k string) string { s, _ := a[k].(string); return s }
 
 func (a apiAnswer) num(k string) int64 { v, _ := a[k].(float64); return int64(v) }
 
-// call makes a request and decodes the JSON answer, failing the test on
-// anything but HTTP 200 with a JSON body.
-func call(t testing.TB, method, u string, body string) apiAnswer {
-	t.Helper()
+// callE makes a request and decodes the JSON answer; anything but HTTP 200
+// with a JSON body whose errmsg carries the rid suffix is an error.
+func callE(method, u string, body string) (apiAnswer, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
 	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: HTTP %d %s", method, u, resp.StatusCode, b)
+		return nil, fmt.Errorf("%s %s: HTTP %d %s", method, u, resp.StatusCode, b)
 	}
 	var a apiAnswer
 	if err := json.Unmarshal(b, &a); err != nil {
-		t.Fatalf("%s %s: not JSON: %s", method, u, b)
+		return nil, fmt.Errorf("%s %s: not JSON: %s", method, u, b)
 	}
 	if a.errcode() != 0 && !ridSuffix.MatchString(a.str("errmsg")) {
-		t.Errorf("errmsg %q lacks the rid suffix", a.str("errmsg"))
+		return nil, fmt.Errorf("errmsg %q lacks the rid suffix", a.str("errmsg"))
+	}
+	return a, nil
+}
+
+// call is callE that fails the test on error.
+func call(t testing.TB, method, u string, body string) apiAnswer {
+	t.Helper()
+	a, err := callE(method, u, body)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return a
 }

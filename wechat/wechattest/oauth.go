@@ -279,13 +279,7 @@ func (p *Platform) issueCode(req *authRequest, user string) (string, bool) {
 	if u == nil {
 		return "", false
 	}
-	if len(p.codes) >= 1024 {
-		for k, c := range p.codes {
-			if now.Sub(c.expires) > time.Hour {
-				delete(p.codes, k)
-			}
-		}
-	}
+	p.pruneLocked(now)
 	code := randString(32, alnum)
 	p.codes[code] = &authCode{
 		appID:    req.app.AppID,

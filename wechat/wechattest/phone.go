@@ -359,14 +359,36 @@ func (p *Platform) record(d *Delivery) {
 	if len(p.deliveries) >= maxDeliveriesKept {
 		p.deliveries = slices.Delete(p.deliveries, 0, len(p.deliveries)-maxDeliveriesKept+1)
 	}
-	p.deliveries = append(p.deliveries, *d)
+	// The log keeps its own copy: the caller owns d.
+	p.deliveries = append(p.deliveries, d.clone())
 }
 
-// Deliveries returns the pushes made so far, oldest first (the latest 1000).
+// Deliveries returns copies of the pushes made so far, oldest first (the
+// latest 1000).
 func (p *Platform) Deliveries() []Delivery {
 	p.logMu.Lock()
 	defer p.logMu.Unlock()
-	return slices.Clone(p.deliveries)
+	out := make([]Delivery, len(p.deliveries))
+	for i, d := range p.deliveries {
+		out[i] = d.clone()
+	}
+	return out
+}
+
+// clone returns a copy of d that shares no memory with it.
+func (d *Delivery) clone() Delivery {
+	c := *d
+	c.Body = slices.Clone(d.Body)
+	c.ReplyXML = slices.Clone(d.ReplyXML)
+	c.Attempts = slices.Clone(d.Attempts)
+	for i := range c.Attempts {
+		c.Attempts[i].Body = slices.Clone(c.Attempts[i].Body)
+	}
+	if d.Reply != nil {
+		r := *d.Reply
+		c.Reply = &r
+	}
+	return c
 }
 
 // VerifyCallback performs WeChat's URL verification handshake against an

@@ -132,7 +132,10 @@ type Config struct {
 	// prefix it is mounted under, such as "http://127.0.0.1:8080/sandbox".
 	// It is used for QR code urls and links between pages. When empty, it
 	// is derived from each request's scheme and Host, which is only right
-	// when the platform is mounted at "/".
+	// when the platform is mounted at "/". A path alone, such as
+	// "/wechat/sandbox", takes the scheme and host from each request and
+	// appends the path: right for a platform mounted under that prefix on
+	// whatever host serves it.
 	BaseURL string
 
 	// Now is the clock that drives token, code and ticket expiry and push
@@ -199,20 +202,21 @@ type Platform struct {
 	logMu      sync.Mutex
 	deliveries []Delivery
 
-	mu       sync.Mutex // guards everything below
-	seq      int
-	apps     map[string]*app
-	users    map[string]*User
-	order    []string // user names in the order added
-	openids  map[string]subject
-	follows  map[subject]*follow
-	tokens   map[string]*token
-	classic  map[string]*classicState
-	stable   map[string]*stableState
-	tickets  map[string]*ticket // by ticket
-	qrIDs    map[string]*ticket // by the id in the QR url
-	codes    map[string]*authCode
-	refreshs map[string]*refreshToken
+	mu        sync.Mutex // guards everything below
+	seq       int
+	lastPrune time.Time
+	apps      map[string]*app
+	users     map[string]*User
+	order     []string // user names in the order added
+	openids   map[string]subject
+	follows   map[subject]*follow
+	tokens    map[string]*token
+	classic   map[string]*classicState
+	stable    map[string]*stableState
+	tickets   map[string]*ticket // by ticket
+	qrIDs     map[string]*ticket // by the id in the QR url
+	codes     map[string]*authCode
+	refreshs  map[string]*refreshToken
 }
 
 type app struct {
@@ -240,8 +244,9 @@ func New(cfg Config) (*Platform, error) {
 	base := strings.TrimRight(cfg.BaseURL, "/")
 	if base != "" {
 		u, err := url.Parse(base)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("wechattest: BaseURL %q is not an absolute http(s) URL", cfg.BaseURL)
+		relative := err == nil && strings.HasPrefix(base, "/") && !strings.HasPrefix(base, "//") && u.Host == "" && u.RawQuery == "" && u.Fragment == ""
+		if !relative && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			return nil, fmt.Errorf("wechattest: BaseURL %q is neither an absolute http(s) URL nor a path", cfg.BaseURL)
 		}
 	}
 	if cfg.PushTimeout < 0 || cfg.PushAttempts < 0 || cfg.TokenDailyQuota < 0 {
@@ -430,7 +435,7 @@ func (p *Platform) UnionID(userName string) string { return derive("unionid", us
 func (p *Platform) Follows(appID, userName string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.followOf(subject{appID, userName}).subscribed
+	return p.peekFollowLocked(subject{appID, userName}).subscribed
 }
 
 func openID(appID, user string) string { return derive("openid", appID, user) }
@@ -445,19 +450,30 @@ func derive(parts ...string) string {
 	return "o" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:27]
 }
 
-// followOf returns the follow state, creating it from the user's initial
-// Follows. p.mu must be held.
+// followOf returns the follow state for changing it, creating it from the
+// user's initial Follows. p.mu must be held.
 func (p *Platform) followOf(s subject) *follow {
 	if f := p.follows[s]; f != nil {
 		return f
 	}
-	f := &follow{}
+	f := p.peekFollowLocked(s)
+	p.follows[s] = &f
+	return &f
+}
+
+// peekFollowLocked returns the follow state without recording anything, so
+// that lookups of unknown users or apps leave no trace. p.mu must be held.
+func (p *Platform) peekFollowLocked(s subject) follow {
+	if f := p.follows[s]; f != nil {
+		return *f
+	}
+	var f follow
 	if u := p.users[s.user]; u != nil && (u.Follows[s.appID] || u.Follows[AllApps]) {
+		// Initial followers have followed since before the platform started.
 		f.subscribed = true
 		f.since = p.now().Add(-24 * time.Hour)
 		f.scene = "ADD_SCENE_SEARCH"
 	}
-	p.follows[s] = f
 	return f
 }
 
@@ -495,12 +511,44 @@ func (p *Platform) Endpoint() wechat.Endpoint {
 
 // baseURL returns the public root URL for links in a response to r.
 func (p *Platform) baseURL(r *http.Request) string {
-	if p.base != "" {
+	if p.base != "" && !strings.HasPrefix(p.base, "/") {
 		return p.base
 	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return scheme + "://" + r.Host
+	return scheme + "://" + r.Host + p.base
+}
+
+// pruneLocked forgets, at most once a minute, what expired long ago, so
+// that a long-running sandbox does not grow without bound. Recently expired
+// items are kept so that they still get their specific errors (42001 rather
+// than 40014, "expired" rather than "unknown"). p.mu must be held.
+func (p *Platform) pruneLocked(now time.Time) {
+	if now.Sub(p.lastPrune) < time.Minute {
+		return
+	}
+	p.lastPrune = now
+	for k, t := range p.tokens {
+		if now.Sub(t.expires) > 24*time.Hour {
+			delete(p.tokens, k)
+		}
+	}
+	for k, t := range p.tickets {
+		if !t.permanent && now.Sub(t.expires) > time.Hour {
+			delete(p.tickets, k)
+			delete(p.qrIDs, t.id)
+		}
+	}
+	for k, c := range p.codes {
+		if now.Sub(c.expires) > time.Hour {
+			delete(p.codes, k)
+		}
+	}
+	for k, r := range p.refreshs {
+		if now.Sub(r.expires) > 24*time.Hour {
+			delete(p.refreshs, k)
+		}
+	}
 }

@@ -76,7 +76,7 @@ func (p *Platform) handleQRCreate(w http.ResponseWriter, r *http.Request) {
 	t.ticket = encodeTicket(t.url, t.created, ttl)
 
 	p.mu.Lock()
-	p.pruneTicketsLocked(t.created)
+	p.pruneLocked(t.created)
 	p.tickets[t.ticket] = t
 	p.qrIDs[t.id] = t
 	p.mu.Unlock()
@@ -158,20 +158,6 @@ func encodeTicket(u string, created time.Time, ttl time.Duration) string {
 	// Pad with random bytes to a length of 3k+1, which base64 ends in "==".
 	b.Write(rnd[4 : 4+(4-b.Len()%3)%3])
 	return base64.StdEncoding.EncodeToString(b.Bytes())
-}
-
-// pruneTicketsLocked forgets tickets that expired over an hour ago. Recently
-// expired ones are kept so that Scan can say "expired". p.mu must be held.
-func (p *Platform) pruneTicketsLocked(now time.Time) {
-	if len(p.tickets) < 1024 {
-		return
-	}
-	for k, t := range p.tickets {
-		if !t.permanent && now.Sub(t.expires) > time.Hour {
-			delete(p.tickets, k)
-			delete(p.qrIDs, t.id)
-		}
-	}
 }
 
 // liveTicket returns the ticket with the given value if it exists and has

@@ -120,9 +120,12 @@ func TestTicketShape(t *testing.T) {
 func TestShowQRCode(t *testing.T) {
 	s := newPlatformServer(t, Config{Now: fixedClock()}, "", Plaintext)
 	tok := fetchClassic(t, s).str("access_token")
-	// Find a ticket with a character that breaks when not URL-encoded.
+	// Find a ticket with a "+", which becomes a space when not URL-encoded.
 	var ticket string
-	for ticket == "" || !strings.ContainsAny(strings.TrimSuffix(ticket, "=="), "+/") {
+	for i := 0; !strings.Contains(ticket, "+"); i++ {
+		if i == 200 {
+			t.Fatal("no ticket with a + in 200")
+		}
 		ticket = createQR(t, s, tok, `{"expire_seconds":120,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"s"}}}`).str("ticket")
 	}
 	show := func(raw string) *http.Response {

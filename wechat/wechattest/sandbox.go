@@ -47,7 +47,7 @@ func (p *Platform) handleSandboxUsers(w http.ResponseWriter, r *http.Request) {
 		u := p.users[name]
 		su := sandboxUser{Name: u.Name, Nickname: u.Nickname, Snapshot: u.Snapshot, Follows: []string{}}
 		for id, a := range p.apps {
-			if a.Kind == OfficialAccount && p.followOf(subject{id, name}).subscribed {
+			if a.Kind == OfficialAccount && p.peekFollowLocked(subject{id, name}).subscribed {
 				su.Follows = append(su.Follows, id)
 			}
 		}

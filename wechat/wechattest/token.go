@@ -144,22 +144,8 @@ func (p *Platform) mintLocked(now time.Time, t *token, n int) string {
 	prefix := fmt.Sprintf("%d_", p.seq%100)
 	v := prefix + randToken(n-len(prefix))
 	p.tokens[v] = t
-	p.pruneTokensLocked(now)
+	p.pruneLocked(now)
 	return v
-}
-
-// pruneTokensLocked forgets tokens that expired more than a day before now,
-// so that a long-running sandbox does not grow without bound. Recently
-// expired ones are kept to answer 42001 or 40001 rather than 40014.
-func (p *Platform) pruneTokensLocked(now time.Time) {
-	if len(p.tokens) < 1024 {
-		return
-	}
-	for v, t := range p.tokens {
-		if now.Sub(t.expires) > 24*time.Hour {
-			delete(p.tokens, v)
-		}
-	}
 }
 
 // checkToken validates the access_token parameter of an API call and

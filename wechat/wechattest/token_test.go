@@ -228,3 +228,18 @@ func TestStableTokenRequestErrors(t *testing.T) {
 	}
 	wantErrcode(t, get(t, u), 43002)
 }
+
+func TestLongExpiredTokensAreForgotten(t *testing.T) {
+	s := newPlatformServer(t, Config{Now: fixedClock()}, "", Plaintext)
+	old := fetchClassic(t, s).str("access_token")
+	s.Advance(2*time.Hour + 23*time.Hour)
+	fetchClassic(t, s)
+	if c := probe(t, s, old); c != 42001 {
+		t.Fatalf("recently expired token: %d, want 42001", c)
+	}
+	s.Advance(2 * time.Hour)
+	fetchClassic(t, s)
+	if c := probe(t, s, old); c != 40014 {
+		t.Fatalf("long expired token: %d, want 40014 once forgotten", c)
+	}
+}

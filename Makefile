@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: test deps lint unit fuzz bench
+.PHONY: test deps lint unit fuzz bench load
 
 test: deps lint unit
 
@@ -27,3 +27,7 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Requests per second through Caddy with and without wechat_login (wrk).
+load:
+	./scripts/bench-load 10s 32

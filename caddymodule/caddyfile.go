@@ -53,6 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		api_base          <url>
 //		oauth_base        <url>
 //		mp_base           <url>
+//		store             memory | redis <url> [<key prefix>]
 //		sandbox
 //	}
 //
@@ -222,6 +223,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "mp_base":
 			if err := oneArg(d, &h.MPBase); err != nil {
 				return err
+			}
+		case "store":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "memory":
+				h.Store = "memory"
+			case len(args) >= 2 && len(args) <= 3 && args[0] == "redis":
+				h.Store, h.RedisURL = "redis", args[1]
+				if len(args) == 3 {
+					h.RedisPrefix = args[2]
+				}
+			default:
+				return d.Errf("store: want `memory` or `redis <url> [<key prefix>]`")
 			}
 		case "sandbox":
 			if err := noArgs(d); err != nil {

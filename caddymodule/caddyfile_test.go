@@ -84,6 +84,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "sandbox only", input: "wechat_login {\n sandbox\n}", want: Handler{Sandbox: true}},
 		{name: "empty block", input: "wechat_login", want: Handler{}},
 		{name: "duration with days", input: "wechat_login {\n session_ttl 1d\n}", want: Handler{SessionTTL: caddy.Duration(24 * time.Hour)}},
+		{name: "redis store", input: "wechat_login {\n store redis {env.REDIS_URL} site1:\n}", want: Handler{Store: "redis", RedisURL: "{env.REDIS_URL}", RedisPrefix: "site1:"}},
+		{name: "memory store", input: "wechat_login {\n store memory\n}", want: Handler{Store: "memory"}},
+		{name: "redis store without url", input: "wechat_login {\n store redis\n}", wantErr: "store: want `memory` or `redis <url> [<key prefix>]`"},
+		{name: "unknown store", input: "wechat_login {\n store etcd x\n}", wantErr: "store: want"},
 		{name: "rate without burst", input: "wechat_login {\n qr_rate_limit 2.5\n}", want: Handler{QRRateLimit: 2.5}},
 
 		{name: "unknown option", input: "wechat_login {\n app_key x\n}", wantErr: `unknown wechat_login option "app_key"`},

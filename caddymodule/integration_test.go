@@ -24,8 +24,9 @@ const (
 // siteWithFake is a site protected by wechat_login against the fake WeChat
 // at fakeURL. Its root answers with the identity placeholders; /upstream/
 // is proxied to upstreamAddr.
-func siteWithFake(fakeURL, upstreamAddr, siteName string) string {
+func siteWithFake(fakeURL, upstreamAddr, siteName string, extra ...string) string {
 	return `	wechat_login {
+		` + strings.Join(extra, "\n\t\t") + `
 		app_id ` + itAppID + `
 		app_secret {env.IT_WECHAT_SECRET}
 		token ` + itToken + `

@@ -95,6 +95,14 @@ type Handler struct {
 	OAuthBase string `json:"oauth_base,omitempty"`
 	MPBase    string `json:"mp_base,omitempty"`
 
+	// Store is where login state lives: "memory" (default; an embedded
+	// store for a single instance) or "redis" (for any number of instances
+	// behind a load balancer), with RedisURL (redis:// or rediss://, with
+	// password and database) and an optional key prefix.
+	Store       string `json:"store,omitempty"`
+	RedisURL    string `json:"redis_url,omitempty"`
+	RedisPrefix string `json:"redis_prefix,omitempty"`
+
 	// Sandbox serves a fake WeChat under {prefix}/sandbox and wires
 	// everything to it, so the whole login can be tried without a WeChat
 	// account. Never for production.
@@ -178,13 +186,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	if time.Duration(h.SessionTTL) > maxSessionTTL {
+		return fmt.Errorf("session_ttl %v is longer than the maximum of %v", time.Duration(h.SessionTTL), maxSessionTTL)
+	}
+	storeCfg, err := h.storeConfig(repl)
+	if err != nil {
+		return err
+	}
+
 	// State that must survive a config reload (pending scenes, revoked
 	// sessions, waiting browsers, the access token) lives in a usage pool
 	// keyed by what identifies it, so a reload that keeps the same app and
 	// store picks it up where the old config left it.
-	h.poolKey = poolKey(cfg)
+	h.poolKey = poolKey(cfg, storeCfg)
 	shared, loaded, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newSharedState(cfg, h.Sandbox)
+		return newSharedState(cfg, storeCfg, h.Sandbox)
 	})
 	if err != nil {
 		return fmt.Errorf("shared state: %w", err)
@@ -215,6 +231,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if h.mw == nil {
 		return errors.New("not provisioned")
+	}
+	switch h.Store {
+	case "", "memory", "redis":
+	default:
+		return fmt.Errorf("store must be memory or redis, not %q", h.Store)
 	}
 	switch h.UserID {
 	case "", "openid", "unionid":

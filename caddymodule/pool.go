@@ -3,13 +3,16 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
+	"github.com/wechat-login/caddy-wechat-login/middleware/redisstore"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
@@ -23,15 +26,49 @@ var pool = caddy.NewUsagePool()
 // sessions, waiting browsers and the cached access token.
 type sharedState struct {
 	store    store.Store
-	notifier *middleware.LocalNotifier
-	sandbox  *sandbox // only for sandbox configurations
+	notifier middleware.Notifier
+	closers  []func() error // released by Destruct, in order
+	sandbox  *sandbox       // only for sandbox configurations
 
 	mu    sync.Mutex
 	token *wechat.TokenCache
 }
 
-func newSharedState(cfg middleware.Config, withSandbox bool) (*sharedState, error) {
-	st := &sharedState{notifier: &middleware.LocalNotifier{}}
+// storeConfig is what selects and addresses the store.
+type storeConfig struct {
+	kind        string // "memory" or "redis"
+	redisURL    string
+	redisPrefix string
+}
+
+func (h *Handler) storeConfig(repl *caddy.Replacer) (storeConfig, error) {
+	sc := storeConfig{kind: h.Store, redisPrefix: h.RedisPrefix}
+	if sc.kind == "" {
+		sc.kind = "memory"
+	}
+	if sc.kind != "redis" {
+		if h.RedisURL != "" {
+			return sc, errors.New("redis_url is only for store redis")
+		}
+		return sc, nil
+	}
+	url, err := repl.ReplaceOrErr(h.RedisURL, true, true)
+	if err != nil {
+		return sc, fmt.Errorf("redis_url: %w", err)
+	}
+	if url == "" {
+		return sc, errors.New("store redis needs a URL, such as redis://127.0.0.1:6379/0")
+	}
+	sc.redisURL = url
+	return sc, nil
+}
+
+// maxSessionTTL bounds session_ttl, so that the embedded store, which must
+// keep revocations as long as sessions last, can be sized once.
+const maxSessionTTL = 30 * 24 * time.Hour
+
+func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*sharedState, error) {
+	st := &sharedState{}
 	if withSandbox {
 		sb, err := newSandbox(cfg)
 		if err != nil {
@@ -39,11 +76,28 @@ func newSharedState(cfg middleware.Config, withSandbox bool) (*sharedState, erro
 		}
 		st.sandbox = sb
 	}
-	s, err := bigcachestore.New(bigcachestore.Config{})
-	if err != nil {
-		return nil, fmt.Errorf("create store: %w", err)
+	switch sc.kind {
+	case "redis":
+		// Nothing here contacts Redis: Caddy must start (and `caddy
+		// validate` must pass) while Redis is down, and logins then answer
+		// 503 until it is back.
+		client, err := redisstore.NewClient(sc.redisURL)
+		if err != nil {
+			return nil, err
+		}
+		n := redisstore.StartNotifier(client, sc.redisPrefix)
+		st.store = redisstore.New(client, sc.redisPrefix)
+		st.notifier = n
+		st.closers = []func() error{n.Close, client.Close}
+	default:
+		s, err := bigcachestore.New(bigcachestore.Config{MaxTTL: maxSessionTTL + time.Hour})
+		if err != nil {
+			return nil, fmt.Errorf("create store: %w", err)
+		}
+		st.store = s
+		st.notifier = &middleware.LocalNotifier{}
+		st.closers = []func() error{s.Close}
 	}
-	st.store = s
 	return st, nil
 }
 
@@ -64,15 +118,20 @@ func (s *sharedState) tokens(cfg middleware.Config) wechat.TokenSource {
 // Destruct implements caddy.Destructor: the last config using the state is
 // gone.
 func (s *sharedState) Destruct() error {
-	return s.store.Close()
+	var errs []error
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
 }
 
 // poolKey names the shared state by what it depends on: the app (and its
-// secret, so a new secret gets a new token cache) and WeChat's address.
-// Cosmetic settings are left out so editing them keeps logins in flight.
-func poolKey(cfg middleware.Config) string {
+// secret, so a new secret gets a new token cache), WeChat's address and the
+// store. Cosmetic settings are left out so editing them keeps logins in
+// flight.
+func poolKey(cfg middleware.Config, sc storeConfig) string {
 	h := sha256.New()
-	for _, part := range []string{cfg.AppID, cfg.AppSecret, cfg.Endpoint.API, cfg.Endpoint.Open, cfg.Endpoint.MP} {
+	for _, part := range []string{cfg.AppID, cfg.AppSecret, cfg.Endpoint.API, cfg.Endpoint.Open, cfg.Endpoint.MP, sc.kind, sc.redisURL, sc.redisPrefix} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

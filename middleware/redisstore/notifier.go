@@ -38,8 +38,9 @@ type Notifier struct {
 	pubsub  *redis.PubSub
 	done    chan struct{} // closed when run returns
 
-	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
+	mu     sync.Mutex
+	subs   map[string]map[chan struct{}]struct{}
+	closed bool // set by Close, for StartNotifier's background start
 
 	closeOnce sync.Once
 	closeErr  error
@@ -81,6 +82,40 @@ func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix strin
 	return n, nil
 }
 
+// StartNotifier is NewNotifier for servers that must start while Redis is
+// down: it returns at once and subscribes in the background, retrying until
+// Redis answers (go-redis reconnects by itself). Until the subscription is
+// confirmed, only this instance's own Publish calls wake its subscribers;
+// when it is (and after every reconnect), all local subscribers are woken
+// once so that each re-reads what it waits on.
+func StartNotifier(client redis.UniversalClient, prefix string) *Notifier {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	n := &Notifier{
+		client:  client,
+		channel: prefix + notifyChannel,
+		done:    make(chan struct{}),
+		subs:    make(map[string]map[chan struct{}]struct{}),
+	}
+	go func() {
+		// Subscribe dials once; if that fails, the channel's receive loop
+		// keeps reconnecting and resubscribes.
+		ps := n.client.Subscribe(context.Background(), n.channel)
+		n.mu.Lock()
+		n.pubsub = ps
+		closed := n.closed
+		n.mu.Unlock()
+		if closed {
+			_ = ps.Close()
+			close(n.done)
+			return
+		}
+		n.run(ps.ChannelWithSubscriptions())
+	}()
+	return n
+}
+
 // run fans messages from Redis out to local subscribers until msgs is
 // closed.
 func (n *Notifier) run(msgs <-chan any) {
@@ -92,9 +127,9 @@ func (n *Notifier) run(msgs <-chan any) {
 				n.wake(msg.Payload)
 			}
 		case *redis.Subscription:
-			// The first confirmation was consumed by NewNotifier, so this
-			// is a resubscription after a reconnect: messages sent in
-			// between are lost, so everyone re-reads.
+			// NewNotifier consumed the first confirmation, so this is a
+			// resubscription after a reconnect (or StartNotifier's first
+			// one): messages sent before it are lost, so everyone re-reads.
 			if msg.Kind == "subscribe" {
 				n.wakeAll()
 			}
@@ -186,7 +221,14 @@ func (n *Notifier) Waiting() int {
 // call more than once.
 func (n *Notifier) Close() error {
 	n.closeOnce.Do(func() {
-		err := n.pubsub.Close()
+		n.mu.Lock()
+		n.closed = true
+		ps := n.pubsub
+		n.mu.Unlock()
+		var err error
+		if ps != nil {
+			err = ps.Close()
+		}
 		<-n.done
 		if err != nil && !errors.Is(err, redis.ErrClosed) {
 			n.closeErr = fmt.Errorf("redisstore: close notifier: %w", err)

@@ -7,7 +7,7 @@
 // Each store.Store operation is one Redis command, so each is atomic on
 // the server:
 //
-//	Create  SET key value PX ttl NX
+//	Create  SET key value NX with PX (or EX) ttl
 //	Get     GET key
 //	Update  a Lua script: GET, compare, SET KEEPTTL
 //	Take    GETDEL key
@@ -18,8 +18,8 @@
 // Redis drop pending logins early under memory pressure.
 //
 // Replication is asynchronous: after a failover a write the old primary
-// acknowledged may be lost, and a login then reads as expired. It never
-// reads as someone else's.
+// acknowledged may be lost, and a login in flight then reads as expired;
+// it never reads as someone else's.
 package redisstore
 
 import (

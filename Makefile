@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: test deps lint unit fuzz bench load
+.PHONY: test deps lint unit fuzz bench load load-logins
 
 test: deps lint unit
 
@@ -31,3 +31,8 @@ bench:
 # Requests per second through Caddy with and without wechat_login (wrk).
 load:
 	./scripts/bench-load 10s 32
+
+# Complete QR logins per second: one instance with the embedded store against
+# two instances sharing Redis.
+load-logins:
+	$(GO) test -count=1 -run TestLoginThroughput -v ./caddymodule -loadtest=10s

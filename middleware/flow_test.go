@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
@@ -295,4 +298,53 @@ func FuzzDecodeSession(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingStore adds a shared counter to a store, standing in for Redis's
+// INCR in unit tests (the real one is tested in redisstore).
+type countingStore struct {
+	store.Store
+	mu     sync.Mutex
+	counts map[string]int64
+}
+
+func (c *countingStore) Incr(_ context.Context, key string, _ time.Duration) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int64{}
+	}
+	c.counts[key]++
+	return c.counts[key], nil
+}
+
+// TestClusterQRRateLimit: with a store that counts across instances, the
+// per-minute limit holds for all instances together.
+func TestClusterQRRateLimit(t *testing.T) {
+	inner, err := bigcachestore.New(bigcachestore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inner.Close() })
+	shared := &countingStore{Store: inner}
+	opts := func(c *Config) { c.Store = shared; c.QRRateLimit = 4; c.QRRateBurst = 3 }
+	a := newEnv(t, wechattest.Safe, opts)
+	b := newEnv(t, wechattest.Safe, opts)
+	created := 0
+	for _, env := range []*testEnv{a, a, b, b, a, b} {
+		resp := env.browser().do(http.MethodPost, "/wechat/qr", nil, map[string]string{"Origin": env.srv.URL})
+		switch resp.StatusCode {
+		case http.StatusOK:
+			created++
+		case http.StatusTooManyRequests:
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+		default:
+			t.Fatalf("unexpected %d %s", resp.StatusCode, resp.body)
+		}
+	}
+	if created != 4 {
+		t.Fatalf("%d QR codes created across two instances, want the cluster limit of 4", created)
+	}
 }

@@ -2,9 +2,12 @@ package middleware
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -135,7 +138,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if ok, retry := m.qrLimiter.Allow(m.cfg.ClientIP(r)); !ok {
+	if ok, retry := m.allowQR(ctx, m.cfg.ClientIP(r)); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusTooManyRequests, "too many login codes requested from this address; try again later")
 		return
@@ -468,6 +471,37 @@ func (m *Middleware) storeFailure(w http.ResponseWriter, what string, err error)
 	m.log.Error("store failure", zap.String("op", what), zap.Error(err))
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, "login is temporarily unavailable; try again in a moment")
+}
+
+// allowQR applies the QR creation limits for one client address: this
+// instance's token bucket (the burst), and, when the store can count across
+// instances, the per-minute rate for the whole cluster, so that adding
+// instances does not multiply what one address may spend of WeChat's quota.
+func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duration) {
+	if ok, retry := m.qrLimiter.Allow(ip); !ok {
+		return false, retry
+	}
+	counter, shared := m.store.(store.Counter)
+	if !shared {
+		return true, 0
+	}
+	const window = time.Minute
+	now := m.cfg.Now()
+	start := now.Truncate(window)
+	sum := sha256.Sum256([]byte(ip))
+	key := "rl:qr:" + hex.EncodeToString(sum[:12]) + ":" + strconv.FormatInt(start.Unix(), 10)
+	n, err := counter.Incr(ctx, key, window+10*time.Second)
+	if err != nil {
+		// The local bucket still applies; a store outage shows up on the
+		// scene write right after this anyway.
+		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
+		return true, 0
+	}
+	limit := int64(math.Ceil(m.cfg.QRRateLimit))
+	if n > limit {
+		return false, start.Add(window).Sub(now)
+	}
+	return true, 0
 }
 
 func retryAfterSeconds(d time.Duration) int {

@@ -94,7 +94,10 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.Counter = (*Store)(nil)
+)
 
 // New returns a Store that keeps its keys in client under prefix
 // (DefaultPrefix if empty). The client stays the caller's: Close does not
@@ -242,6 +245,31 @@ func (s *Store) Update(ctx context.Context, key string, old, value []byte) error
 	default:
 		return fmt.Errorf("redisstore: update: unexpected script result %d", res)
 	}
+}
+
+// incrWithTTL increments a counter and gives it a time to live when it is
+// new, in one step, so that a crash between the two cannot leave a counter
+// that never expires.
+var incrWithTTL = redis.NewScript(`
+local n = redis.call("INCR", KEYS[1])
+if n == 1 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) end
+return n`)
+
+// Incr implements store.Counter: one atomic round trip for every instance
+// sharing this Redis.
+func (s *Store) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
+	if ttl < time.Millisecond {
+		return 0, fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl)
+	}
+	k, err := s.key(key)
+	if err != nil {
+		return 0, err
+	}
+	n, err := incrWithTTL.Run(ctx, s.client, []string{k}, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return 0, backendError("incr", err)
+	}
+	return n, nil
 }
 
 // Take returns the value stored under key and deletes it, in one GETDEL.

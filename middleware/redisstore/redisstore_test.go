@@ -394,3 +394,31 @@ func TestRedisHung(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestIncr: counters are shared by every Store on the same Redis, start at
+// one, and expire with the time to live given when they were created.
+func TestIncr(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	a, b := New(newClient(t, srv), ""), New(newClient(t, srv), "")
+	for i, s := range []*Store{a, b, a} {
+		n, err := s.Incr(ctx, "rl:x", 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != int64(i+1) {
+			t.Fatalf("count %d, want %d", n, i+1)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	if n, err := a.Incr(ctx, "rl:x", time.Second); err != nil || n != 1 {
+		t.Fatalf("after expiry: %d %v, want a fresh count of 1", n, err)
+	}
+	if _, err := a.Incr(ctx, "rl:x", 0); err == nil {
+		t.Fatal("zero ttl accepted")
+	}
+	srv.Stop()
+	if _, err := a.Incr(ctx, "rl:x", time.Second); err == nil {
+		t.Fatal("Incr with Redis down succeeded")
+	}
+}

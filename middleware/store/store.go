@@ -56,3 +56,13 @@ type Store interface {
 	// Close releases the store's resources and stops its background work.
 	Close() error
 }
+
+// Counter is implemented by stores that can count across every instance
+// that shares them (Redis). The middleware uses it, when the store has it,
+// for rate limits that hold for a whole cluster rather than per instance.
+type Counter interface {
+	// Incr adds one to the counter under key, creating it with the given
+	// time to live if absent (the time to live is not extended by later
+	// increments), and returns the new count.
+	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+}

@@ -16,6 +16,11 @@
 // and redeems the scene, exactly once, for a session cookie. A scene is bound
 // to the browser that created it by an HttpOnly cookie, so its id alone is
 // useless to anyone else.
+//
+// The OAuth flows (web authorization inside WeChat's own browser, and Open
+// Platform website login in a popup) share the sessions and protection; see
+// oauth.go for their design, including what happens when WeChat's browser
+// loses the state cookie.
 package middleware
 
 import (

@@ -142,7 +142,9 @@ func loginByScan(t *testing.T, env *testEnv, b *browser, user, next, wantEvent s
 		t.Fatalf("chat reply %+v does not name the site", d.Reply)
 	}
 	p := <-done
-	if lag := p.at.Sub(acked); lag > 100*time.Millisecond {
+	lag := p.at.Sub(acked)
+	t.Logf("%s: the waiting poll answered %v after the push was acknowledged (negative: before)", wantEvent, lag)
+	if lag > 100*time.Millisecond {
 		t.Fatalf("poll answered %v after the push was acknowledged, want ≤ 100ms", lag)
 	}
 	got := p.resp.json(t)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -306,12 +307,7 @@ func (c *Config) oauthDefaults() error {
 
 // enabled reports whether a login method is on.
 func (c *Config) enabled(method string) bool {
-	for _, m := range c.Methods {
-		if m == method {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.Methods, method)
 }
 
 func positiveOr(name string, v, def time.Duration) (time.Duration, error) {

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -222,19 +223,8 @@ func (m *Middleware) allowed(id Identity) bool {
 	if len(m.cfg.AllowedOpenIDs) == 0 && len(m.cfg.AllowedUnionIDs) == 0 {
 		return true
 	}
-	for _, o := range m.cfg.AllowedOpenIDs {
-		if o == id.OpenID {
-			return true
-		}
-	}
-	if id.UnionID != "" {
-		for _, u := range m.cfg.AllowedUnionIDs {
-			if u == id.UnionID {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.Contains(m.cfg.AllowedOpenIDs, id.OpenID) ||
+		id.UnionID != "" && slices.Contains(m.cfg.AllowedUnionIDs, id.UnionID)
 }
 
 // wantsHTML reports whether the client is a browser navigating, as opposed to

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/fanout"
 )
 
 // notifyChannel is the Redis channel, after the prefix, that carries every
@@ -38,8 +40,9 @@ type Notifier struct {
 	pubsub  *redis.PubSub
 	done    chan struct{} // closed when run returns
 
+	local fanout.Set // this instance's subscribers
+
 	mu     sync.Mutex
-	subs   map[string]map[chan struct{}]struct{}
 	closed bool // set by Close, for StartNotifier's background start
 
 	closeOnce sync.Once
@@ -73,7 +76,6 @@ func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix strin
 		channel: channel,
 		pubsub:  ps,
 		done:    make(chan struct{}),
-		subs:    make(map[string]map[chan struct{}]struct{}),
 	}
 	// go-redis runs the receive loop, with reconnects and health checks,
 	// in goroutines that end when the PubSub is closed; it then closes
@@ -96,7 +98,6 @@ func StartNotifier(client redis.UniversalClient, prefix string) *Notifier {
 		client:  client,
 		channel: prefix + notifyChannel,
 		done:    make(chan struct{}),
-		subs:    make(map[string]map[chan struct{}]struct{}),
 	}
 	go func() {
 		// Subscribe dials once; if that fails, the channel's receive loop
@@ -124,14 +125,14 @@ func (n *Notifier) run(msgs <-chan any) {
 		switch msg := msg.(type) {
 		case *redis.Message:
 			if msg.Channel == n.channel {
-				n.wake(msg.Payload)
+				n.local.Wake(msg.Payload)
 			}
 		case *redis.Subscription:
 			// NewNotifier consumed the first confirmation, so this is a
 			// resubscription after a reconnect (or StartNotifier's first
 			// one): messages sent before it are lost, so everyone re-reads.
 			if msg.Kind == "subscribe" {
-				n.wakeAll()
+				n.local.WakeAll()
 			}
 		}
 	}
@@ -142,79 +143,22 @@ func (n *Notifier) run(msgs <-chan any) {
 // once after every reconnect to Redis. cancel releases the subscription
 // and must be called. After Close, only Publish on this instance wakes it.
 func (n *Notifier) Subscribe(topic string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	n.mu.Lock()
-	set := n.subs[topic]
-	if set == nil {
-		set = make(map[chan struct{}]struct{})
-		n.subs[topic] = set
-	}
-	set[ch] = struct{}{}
-	n.mu.Unlock()
-
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			if set := n.subs[topic]; set != nil {
-				delete(set, ch)
-				if len(set) == 0 {
-					delete(n.subs, topic)
-				}
-			}
-		})
-	}
+	return n.local.Subscribe(topic)
 }
 
 // Publish wakes the subscribers of topic on this instance at once and on
 // every instance through Redis. An error means the other instances may
 // not have been told; this instance's subscribers were woken regardless.
 func (n *Notifier) Publish(ctx context.Context, topic string) error {
-	n.wake(topic)
+	n.local.Wake(topic)
 	if err := n.client.Publish(ctx, n.channel, topic).Err(); err != nil {
 		return fmt.Errorf("redisstore: publish notification: %w", err)
 	}
 	return nil
 }
 
-// wake signals every local subscriber of topic without blocking: a value
-// already pending in a subscriber's one-slot buffer covers this one.
-func (n *Notifier) wake(topic string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for ch := range n.subs[topic] {
-		signal(ch)
-	}
-}
-
-func (n *Notifier) wakeAll() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, set := range n.subs {
-		for ch := range set {
-			signal(ch)
-		}
-	}
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
 // Waiting returns how many subscriptions are open, for metrics and tests.
-func (n *Notifier) Waiting() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	total := 0
-	for _, set := range n.subs {
-		total += len(set)
-	}
-	return total
-}
+func (n *Notifier) Waiting() int { return n.local.Len() }
 
 // Close unsubscribes, closes the pub/sub connection and waits for the
 // receive goroutines to end. It does not close the client. It is safe to

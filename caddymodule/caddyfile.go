@@ -40,6 +40,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_ttl       <duration>        # default 24h
 //		qr_ttl            <duration>        # default 5m
 //		site_name         <name>
+//		logo              <url>             # a path on this site or a data: URL
+//		login_template    <file>            # html/template replacing the login page
 //		login_reply       <text>
 //		expired_reply     <text>
 //		public_paths      <path prefix>...
@@ -152,6 +154,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "site_name":
 			if err := oneArg(d, &h.SiteName); err != nil {
+				return err
+			}
+		case "logo":
+			if err := oneArg(d, &h.Logo); err != nil {
+				return err
+			}
+		case "login_template":
+			if err := oneArg(d, &h.LoginTemplate); err != nil {
 				return err
 			}
 		case "login_reply":

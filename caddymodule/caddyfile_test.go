@@ -34,6 +34,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				session_ttl 8h
 				qr_ttl 2m
 				site_name "Example Site"
+				logo /static/logo.svg
+				login_template /etc/caddy/login.html
 				login_reply "Welcome to %s"
 				expired_reply "Too late"
 				public_paths /static/ /healthz
@@ -64,6 +66,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				SessionTTL:           caddy.Duration(8 * time.Hour),
 				QRTTL:                caddy.Duration(2 * time.Minute),
 				SiteName:             "Example Site",
+				Logo:                 "/static/logo.svg",
+				LoginTemplate:        "/etc/caddy/login.html",
 				LoginReply:           "Welcome to %s",
 				ExpiredReply:         "Too late",
 				PublicPaths:          []string{"/static/", "/healthz", "/favicon.ico"},

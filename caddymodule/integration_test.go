@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -126,6 +127,22 @@ func TestCaddyQRLogin(t *testing.T) {
 
 	qr := l.createQR(b)
 	scene := qr["scene"].(string)
+
+	// The event stream works through Caddy's wrapped ResponseWriter: the
+	// first status arrives at once, not when the stream ends.
+	req, _ := http.NewRequest(http.MethodGet, l.caddy.BaseURL+qr["events_url"].(string), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	stream, err := b.hc.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := bufio.NewReader(stream.Body).ReadString('}')
+	stream.Body.Close()
+	if stream.StatusCode != http.StatusOK || err != nil || !strings.Contains(first, `data: {"status":"pending"}`) {
+		t.Fatalf("event stream through Caddy: %d %q %v", stream.StatusCode, first, err)
+	}
+
 	done := make(chan map[string]any, 1)
 	go func() { done <- pollStatus(t, b, scene, 20) }()
 	time.Sleep(200 * time.Millisecond) // let the long-poll start waiting

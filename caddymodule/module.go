@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -64,6 +65,12 @@ type Handler struct {
 
 	// SiteName is shown on the login page and in the chat reply.
 	SiteName string `json:"site_name,omitempty"`
+	// Logo is the URL of an image shown on the login page (a path on this
+	// site, or a data: URL: the page's CSP allows nothing else).
+	Logo string `json:"logo,omitempty"`
+	// LoginTemplate is the path of an html/template file that replaces the
+	// built-in login page; it receives the same data.
+	LoginTemplate string `json:"login_template,omitempty"`
 	// LoginReply and ExpiredReply replace the chat messages sent after a
 	// scan and after scanning an expired code.
 	LoginReply   string `json:"login_reply,omitempty"`
@@ -138,6 +145,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		SessionTTL:           time.Duration(h.SessionTTL),
 		SceneTTL:             time.Duration(h.QRTTL),
 		SiteName:             h.SiteName,
+		LogoURL:              h.Logo,
 		LoginReply:           h.LoginReply,
 		ExpiredReply:         h.ExpiredReply,
 		PublicPaths:          h.PublicPaths,
@@ -171,6 +179,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if *f.out, err = resolve(f.in); err != nil {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}
+	}
+	if h.LoginTemplate != "" {
+		path, err := resolve(h.LoginTemplate)
+		if err != nil {
+			return fmt.Errorf("login_template: %w", err)
+		}
+		tmpl, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("login_template: %w", err)
+		}
+		cfg.LoginTemplate = string(tmpl)
 	}
 	for i, k := range h.SessionKeys {
 		v, err := resolve(k)

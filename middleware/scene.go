@@ -384,11 +384,9 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusNotImplemented, "streaming unsupported")
-		return
-	}
+	// Servers wrap the ResponseWriter (Caddy does); the controller finds the
+	// flusher underneath.
+	rc := http.NewResponseController(w)
 	ctx := r.Context()
 	wake, cancel := m.notifier.Subscribe(sceneKey(id))
 	defer cancel()
@@ -401,6 +399,11 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, "retry: 2000\n\n")
+	if err := rc.Flush(); err != nil {
+		m.log.Warn("event stream cannot be flushed; the page falls back to polling", zap.Error(err))
+		return
+	}
+	flush := func() { _ = rc.Flush() }
 
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
@@ -415,13 +418,13 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			m.log.Warn("store failure while streaming scene events", zap.Error(err))
 			_, _ = fmt.Fprint(w, "event: error\ndata: {\"error\":\"temporarily unavailable\"}\n\n")
-			flusher.Flush()
+			flush()
 			return
 		}
 		if status != last {
 			data, _ := json.Marshal(pollResponse{Status: status})
 			_, _ = fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
-			flusher.Flush()
+			flush()
 			last = status
 		}
 		if status != StatePending && status != StateScanned {
@@ -436,7 +439,7 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-expiry.C:
 		case <-keepalive.C:
 			_, _ = fmt.Fprint(w, ": keepalive\n\n")
-			flusher.Flush()
+			flush()
 		case <-ctx.Done():
 			return
 		case <-m.done:

@@ -1,0 +1,131 @@
+package caddymodule
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
+)
+
+var screenshots = flag.Bool("screenshots", false, "write the login page screenshots under docs/")
+
+// TestBrowserScreenshots renders the login page as a visitor of a real site
+// sees it (no sandbox controls; website login on) at desktop and phone
+// widths, in English and Chinese, and writes docs/login-*.png. It runs with
+//
+//	go test ./caddymodule -run TestBrowserScreenshots -screenshots
+func TestBrowserScreenshots(t *testing.T) {
+	if !*screenshots {
+		t.Skip("writes docs/*.png; run with -screenshots")
+	}
+	fake := wechattest.NewServer(wechattest.Config{})
+	t.Cleanup(fake.Close)
+	const openID, openSecret = "wx00000000000000bb", "screenshot-website-secret"
+	site := `	wechat_login {
+		app_id ` + itAppID + `
+		app_secret {env.IT_WECHAT_SECRET}
+		token ` + itToken + `
+		encoding_aes_key {env.IT_WECHAT_AES_KEY}
+		session_key {env.IT_SESSION_KEY}
+		open_app_id ` + openID + `
+		open_app_secret ` + openSecret + `
+		site_name "Example Docs"
+		api_base ` + fake.URL + `
+		oauth_base ` + fake.URL + `
+		mp_base ` + fake.URL + `
+	}
+	respond "members only"`
+	c := startCaddy(t, site, itEnv...)
+	if err := fake.AddApp(wechattest.App{
+		AppID: itAppID, AppSecret: itSecret, Token: itToken, EncodingAESKey: itAESKey,
+		OriginalID: "gh_00000000aaaa", CallbackURL: c.BaseURL + "/wechat/callback", Mode: wechattest.Safe,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.AddApp(wechattest.App{AppID: openID, AppSecret: openSecret, Kind: wechattest.WebsiteApp}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, file, _, _ := runtime.Caller(0)
+	docs := filepath.Join(filepath.Dir(filepath.Dir(file)), "docs")
+	if err := os.MkdirAll(docs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, shot := range []struct {
+		name          string
+		width, height int
+		lang          string
+		dark          bool
+		margin        float64
+	}{
+		{"login-desktop-en.png", 960, 800, "en-US,en", false, 40},
+		{"login-desktop-zh.png", 960, 800, "zh-CN,zh", false, 40},
+		{"login-desktop-en-dark.png", 960, 800, "en-US,en", true, 40},
+		{"login-phone-en.png", 390, 844, "en-US,en", false, 0},
+		{"login-phone-zh.png", 390, 844, "zh-CN,zh", false, 0},
+	} {
+		t.Run(shot.name, func(t *testing.T) {
+			tb := newTab(t, shot.width, shot.height, chromedp.Flag("accept-lang", shot.lang))
+			if shot.dark {
+				if _, err := chromedp.Call(tb.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+					Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tb.do(chromedp.Navigate(c.BaseURL + "/guide/"))
+			tb.waitState("waiting")
+			// The QR image loaded, and the countdown is past its first tick.
+			tb.do(chromedp.Poll[chromedp.Void](`document.getElementById("wl-img").naturalWidth > 0 && document.getElementById("wl-countdown").textContent !== ""`),
+				chromedp.Sleep(600*time.Millisecond)) // the QR's fade-in
+
+			png, err := chromedp.Run(tb.ctx, cardShot(shot.margin))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(docs, shot.name), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %d bytes", shot.name, len(png))
+			tb.assertCleanConsole()
+		})
+	}
+}
+
+// cardShot captures the login card with margin pixels of page around it,
+// the full width on a phone where the card fills the screen.
+func cardShot(margin float64) chromedp.Action[[]byte] {
+	return func(ctx context.Context, t *chromedp.Target) ([]byte, error) {
+		// Bottom is where the card's content ends: on a phone the card
+		// itself runs to the bottom of the screen.
+		rect, err := chromedp.Evaluate[struct{ X, Y, W, H, VW, Bottom float64 }](`(function () {
+			var main = document.querySelector("main"), r = main.getBoundingClientRect(), bottom = 0;
+			for (var i = 0; i < main.children.length; i++) {
+				bottom = Math.max(bottom, main.children[i].getBoundingClientRect().bottom);
+			}
+			return {X: r.left, Y: r.top, W: r.width, H: r.height, VW: document.documentElement.clientWidth, Bottom: bottom};
+		})()`)(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		x, y := max(0, rect.X-margin), max(0, rect.Y-margin)
+		w, h := min(rect.VW, rect.W+2*margin), rect.H+2*margin
+		if margin == 0 {
+			x, y, w, h = 0, 0, rect.VW, rect.Bottom+32
+		}
+		res, err := chromedp.Call(ctx, page.CaptureScreenshot, page.CaptureScreenshotParams{
+			Format: page.CaptureScreenshotFormatPng,
+			Clip:   &page.Viewport{X: x, Y: y, Width: w, Height: h, Scale: 1},
+		})
+		return res.Data, err
+	}
+}

@@ -1,0 +1,335 @@
+// The login page's behaviour: get a login code, show it, wait for the scan
+// and finish the login. It waits with Server-Sent Events, falls back to
+// long-polling and then to plain polling with backoff when a proxy or the
+// network gets in the way, and rides out network blips on the same code.
+// Everything it needs comes from #wl-data; it loads nothing from elsewhere.
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("wl-data").textContent);
+  var T = cfg.t;
+  function $(id) { return document.getElementById(id); }
+  var box = $("wl-qr"), img = $("wl-img"), statusEl = $("wl-status");
+  var veilText = $("wl-veil-text"), retry = $("wl-retry");
+  var timerEl = $("wl-timer"), countdown = $("wl-countdown"), bar = $("wl-bar");
+
+  // gen counts login codes. Every callback checks it, so a late answer
+  // about an abandoned code changes nothing.
+  var gen = 0, code = null, ttl = 0, deadline = 0;
+  var es = null, watchdog = 0, pollTimer = 0, tickTimer = 0;
+  var mode = "sse", failures = 0, longFailures = 0, finished = false, state = "loading", waitingText = "";
+
+  // The monotonic clock: a phone's wrong wall clock must not expire a code.
+  function now() { return performance.now(); }
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = "status" + (cls ? " " + cls : "");
+  }
+
+  // show moves the QR area to a state. button, when given, is the label of
+  // the one action the state offers (new code, try again).
+  function show(next, text, cls, button) {
+    var active = document.activeElement;
+    var hadFocus = !active || active === document.body || box.contains(active);
+    state = next;
+    box.dataset.state = next;
+    if (veilText) { veilText.textContent = next === "waiting" ? "" : text; }
+    setStatus(text, cls);
+    if (next === "waiting" || next === "scanned") { waitingText = text; }
+    if (!retry) { return; }
+    retry.hidden = !button;
+    if (button) {
+      retry.textContent = button;
+      // Keyboard and screen-reader users land on the way out, unless they
+      // are busy elsewhere on the page.
+      if (hadFocus) { retry.focus(); }
+    } else if (hadFocus && active === retry) {
+      box.focus();
+    }
+  }
+
+  function stopWaiting() {
+    if (es) { es.close(); es = null; }
+    clearTimeout(watchdog);
+    clearTimeout(pollTimer);
+  }
+
+  function stopTimer() {
+    clearInterval(tickTimer);
+    if (timerEl) { timerEl.hidden = true; }
+  }
+
+  function tick() {
+    if (state !== "waiting" && state !== "scanned") { return; }
+    var left = Math.max(0, Math.ceil((deadline - now()) / 1000));
+    if (countdown) {
+      countdown.textContent = T.expiresIn.replace("{t}", Math.floor(left / 60) + ":" + ("0" + left % 60).slice(-2));
+    }
+    if (bar) {
+      bar.style.transform = "scaleX(" + (ttl > 0 ? left / ttl : 0) + ")";
+      bar.parentNode.classList.toggle("low", left <= 30);
+    }
+    if (left <= 0) { expire(); }
+  }
+
+  function expire() {
+    if (finished) { return; }
+    stopWaiting();
+    stopTimer();
+    show("expired", T.expired, "err", T.refresh);
+  }
+
+  function fail(detail) {
+    stopWaiting();
+    stopTimer();
+    show("error", T.error + (detail ? " (" + detail + ")" : ""), "err", T.retry);
+  }
+
+  // create asks for a login code. The server hands this browser's pending
+  // code back instead of a new one when it still has time left.
+  function create() {
+    var my = ++gen;
+    stopWaiting();
+    stopTimer();
+    finished = false;
+    failures = 0;
+    longFailures = 0;
+    mode = window.EventSource ? "sse" : "long";
+    show("loading", T.loading);
+    var body = new URLSearchParams();
+    body.set("next", cfg.next);
+    fetch(cfg.prefix + "/qr", { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          if (!r.ok) { throw new Error(j.error || "HTTP " + r.status); }
+          return j;
+        });
+      })
+      .then(function (j) {
+        if (my !== gen) { return; }
+        code = j;
+        ttl = j.expires_in;
+        deadline = now() + ttl * 1000;
+        img.onerror = function () { if (my === gen) { fail(); } };
+        img.src = j.qr_image;
+        img.hidden = false;
+        show("waiting", T.waiting);
+        if (timerEl) { timerEl.hidden = false; }
+        tick();
+        tickTimer = setInterval(tick, 1000);
+        wait(my);
+      })
+      .catch(function (e) { if (my === gen) { fail(e.message); } });
+  }
+
+  function wait(my) {
+    if (mode === "sse") { listen(my); } else { poll(my); }
+  }
+
+  // listen waits on Server-Sent Events. The browser reconnects a dropped
+  // stream by itself; only a stream that keeps failing, or that never
+  // delivers its first event (a buffering proxy), sends us to polling.
+  function listen(my) {
+    var errors = 0, heard = false;
+    es = new EventSource(code.events_url);
+    watchdog = setTimeout(function () { if (!heard) { degrade(my); } }, 8000);
+    es.addEventListener("open", function () { errors = 0; });
+    es.addEventListener("status", function (e) {
+      if (my !== gen) { return; }
+      heard = true;
+      errors = 0;
+      var s;
+      try { s = JSON.parse(e.data).status; } catch (err) { return; }
+      handle(my, s);
+    });
+    es.addEventListener("error", function (e) {
+      // A server-sent "error" event carries data; the stream then ends and
+      // the browser reconnects, like after a network error.
+      if (my !== gen || finished || !es) { return; }
+      // A stream that never worked is given up sooner than one that did
+      // and lost its network for a moment.
+      if (e.data === undefined && (es.readyState === EventSource.CLOSED || ++errors >= (heard ? 5 : 2))) {
+        degrade(my);
+        return;
+      }
+      setStatus(T.reconnecting, "info");
+    });
+  }
+
+  function degrade(my) {
+    if (my !== gen || finished) { return; }
+    stopWaiting();
+    mode = "long";
+    poll(my);
+  }
+
+  // poll asks for the code's state: held open by the server in long mode,
+  // answered at once in plain mode. Network and server failures retry the
+  // same code with backoff; three failed long-polls without a good one
+  // between them drop to plain polling, which gets through proxies that
+  // cut long requests.
+  function poll(my) {
+    // After a failure the first try is a quick one, so that the page can
+    // say it is back at once rather than when a long-poll ends.
+    var long = mode === "long" && !failures;
+    var url = code.poll_url + (long ? "&wait=25" : "");
+    fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        // 403: another tab of this browser took over its login; 404: gone.
+        if (r.status === 403 || r.status === 404) { return { status: "expired" }; }
+        if (r.status >= 400 && r.status < 500 && r.status !== 429) { return { fatal: "HTTP " + r.status }; }
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      })
+      .then(function (j) {
+        if (my !== gen || finished) { return; }
+        if (j.fatal) { fail(j.fatal); return; }
+        var quick = failures > 0;
+        failures = 0;
+        if (long) { longFailures = 0; }
+        if (j.status === "confirmed") { finish(j.redirect, true); return; }
+        handle(my, j.status);
+        if (j.status === "pending" || j.status === "scanned") {
+          schedule(my, mode === "long" || quick ? 0 : 2000);
+        }
+      }, function () {
+        if (my !== gen || finished) { return; }
+        failures++;
+        setStatus(T.reconnecting, "info");
+        // Long-polls failing while quick polls get through: something on
+        // the way cuts long requests.
+        if (long && ++longFailures >= 3) { mode = "plain"; }
+        // 1s, 2s, 4s… up to 15s, jittered so that a restarted server is not
+        // hit by every waiting browser at once.
+        schedule(my, Math.min(15000, 500 * Math.pow(2, Math.min(failures, 5))) * (0.75 + Math.random() / 2));
+      });
+  }
+
+  function schedule(my, ms) {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(function () {
+      if (my === gen && !finished && (state === "waiting" || state === "scanned")) { poll(my); }
+    }, ms);
+  }
+
+  function handle(my, s) {
+    switch (s) {
+    case "pending":
+      if (state !== "waiting" || statusEl.textContent !== waitingText) { show("waiting", T.waiting); }
+      break;
+    case "scanned":
+      show("scanned", T.scanned, "info");
+      break;
+    case "confirmed":
+      redeem(my, 0);
+      break;
+    case "expired":
+      expire();
+      break;
+    case "denied":
+      stopWaiting();
+      stopTimer();
+      show("denied", T.denied, "err", T.refresh);
+      break;
+    }
+  }
+
+  // redeem trades the confirmed code for the session cookie: one plain poll,
+  // retried if the network drops it (the code stays confirmed until taken).
+  function redeem(my, attempt) {
+    stopWaiting();
+    show("redeeming", T.success, "ok");
+    fetch(code.poll_url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      })
+      .then(function (j) {
+        if (my !== gen) { return; }
+        if (j.status === "confirmed") { finish(j.redirect, true); return; }
+        handle(my, j.status);
+        if (j.status === "pending" || j.status === "scanned") { wait(my); }
+      }, function (e) {
+        if (my !== gen) { return; }
+        if (attempt < 3) {
+          setTimeout(function () { redeem(my, attempt + 1); }, 1000 * (attempt + 1));
+        } else { fail(e.message); }
+      });
+  }
+
+  // target is where a finished login goes. A path on this site always
+  // qualifies; an absolute http(s) URL only when it came from our own poll
+  // answer, where the server checked it against the configured hosts.
+  function target(to, trusted) {
+    if (typeof to !== "string") { return "/"; }
+    if (to.charAt(0) === "/" && to.charAt(1) !== "/" && to.charAt(1) !== "\\") { return to; }
+    if (trusted && /^https?:\/\//i.test(to)) { return to; }
+    return "/";
+  }
+
+  function finish(to, trusted) {
+    finished = true;
+    gen++;
+    stopWaiting();
+    stopTimer();
+    show("success", T.success, "ok");
+    window.location.assign(target(to, trusted));
+  }
+
+  if (retry) { retry.addEventListener("click", create); }
+
+  // Coming back to a hidden tab, or back online, catches up at once
+  // instead of after the throttled timers.
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) { tick(); } });
+  window.addEventListener("online", function () {
+    if (!finished && mode !== "sse" && (state === "waiting" || state === "scanned")) { schedule(gen, 0); }
+  });
+
+  // Website login in a popup. Its last page posts the outcome here; only a
+  // message from this origin, of our type, is believed.
+  var openBtn = $("wl-open");
+  if (openBtn && cfg.open) {
+    openBtn.addEventListener("click", function () {
+      var w = 800, h = 460;
+      var left = Math.max(0, Math.round((window.screenX || 0) + ((window.outerWidth || w) - w) / 2));
+      var top = Math.max(0, Math.round((window.screenY || 0) + ((window.outerHeight || h) - h) / 2));
+      var popup = null;
+      try {
+        popup = window.open(cfg.open + "&popup=1", "wechat_login", "popup,width=" + w + ",height=" + h + ",left=" + left + ",top=" + top);
+      } catch (e) { popup = null; }
+      if (!popup || popup.closed) {
+        // Blocked: the same login as a full-page visit.
+        window.location.assign(cfg.open);
+        return;
+      }
+      popup.focus();
+    });
+  }
+  window.addEventListener("message", function (e) {
+    if (e.origin !== window.location.origin || !e.data || e.data.type !== "wechat_login") { return; }
+    if (e.data.status === "confirmed") {
+      finish(e.data.redirect, false);
+    } else if (e.data.status === "error") {
+      setStatus(typeof e.data.message === "string" && e.data.message ? e.data.message : T.error, "err");
+    }
+  });
+
+  // The sandbox's stand-in for a phone: it scans the code on screen as the
+  // chosen test user.
+  var sandbox = $("wl-sandbox");
+  if (sandbox && cfg.sandbox) {
+    sandbox.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (!code || (state !== "waiting" && state !== "scanned")) { return; }
+      var body = new URLSearchParams();
+      body.set("qr", code.qr_content);
+      body.set("user", $("wl-user").value);
+      fetch(cfg.sandbox, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (j) { if (j.error && !finished) { setStatus(j.error, "err"); } })
+        .catch(function () { if (!finished) { setStatus(T.error, "err"); } });
+    });
+  }
+
+  create();
+})();

@@ -176,6 +176,24 @@ func TestCaddyQRLogin(t *testing.T) {
 	if h.Get("X-WeChat-UnionID") != "" {
 		t.Fatalf("forged unionid reached the upstream: %q", h.Get("X-WeChat-UnionID"))
 	}
+
+	// The login shows in Caddy's metrics.
+	resp, err = http.Get("http://" + l.caddy.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := readAll(resp)
+	for _, want := range []string{
+		"caddy_wechat_login_scenes_created_total 1",
+		`caddy_wechat_login_scans_total{outcome="confirmed"} 1`,
+		`caddy_wechat_login_logins_total{method="qr"} 1`,
+		`caddy_wechat_login_wechat_api_duration_seconds_count{endpoint="cgi-bin/qrcode/create",outcome="ok"} 1`,
+		"caddy_wechat_login_waiting_browsers 0",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }
 
 // TestCaddyReloadDuringLogin: `caddy reload` while a login is pending (and a

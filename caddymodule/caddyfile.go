@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_unionids    <unionid>...
 //		redirect_hosts    <host>...
 //		fetch_unionid
+//		confirm_in_chat
 //		pass_through_pushes
 //		user_id           openid|unionid
 //		qr_rate_limit     <per minute> [<burst>]
@@ -193,6 +194,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.FetchUnionID = true
+		case "confirm_in_chat":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.ConfirmInChat = true
 		case "pass_through_pushes":
 			if err := noArgs(d); err != nil {
 				return err

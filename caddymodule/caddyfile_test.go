@@ -44,6 +44,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				allow_unionids uA
 				redirect_hosts app.example.com *.example.org
 				fetch_unionid
+				confirm_in_chat
 				pass_through_pushes
 				allow_plaintext_pushes
 				user_id unionid
@@ -75,6 +76,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				AllowUnionIDs:        []string{"uA"},
 				RedirectHosts:        []string{"app.example.com", "*.example.org"},
 				FetchUnionID:         true,
+				ConfirmInChat:        true,
 				PassThroughPushes:    true,
 				AllowPlaintextPushes: true,
 				UserID:               "unionid",

@@ -83,6 +83,9 @@ type Handler struct {
 	AllowUnionIDs []string `json:"allow_unionids,omitempty"`
 	// RedirectHosts may be targets of `next` besides this site's paths.
 	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+	// ConfirmInChat makes a QR scan ask the user, in the chat, to confirm
+	// the login (naming the asking browser) before it completes.
+	ConfirmInChat bool `json:"confirm_in_chat,omitempty"`
 	// FetchUnionID looks up the unionid of QR-code scanners.
 	FetchUnionID bool `json:"fetch_unionid,omitempty"`
 	// PassThroughPushes hands pushes that are not login scans to the next
@@ -153,6 +156,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		AllowedUnionIDs:      h.AllowUnionIDs,
 		RedirectHosts:        h.RedirectHosts,
 		FetchUnionID:         h.FetchUnionID,
+		ConfirmInChat:        h.ConfirmInChat,
 		PassThroughPushes:    h.PassThroughPushes,
 		AllowPlaintextPushes: h.AllowPlaintextPushes,
 		QRRateLimit:          h.QRRateLimit,

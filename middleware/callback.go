@@ -238,6 +238,9 @@ func (m *Middleware) openPush(body []byte, p map[string]string) (plain []byte, e
 // everything else is acknowledged or passed on.
 func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResult {
 	kind := ev.Kind()
+	if m.cfg.ConfirmInChat && ev.MsgType == "text" && isConfirmation(ev.Content) {
+		return m.confirmByReply(ctx, ev)
+	}
 	scene, ok := ev.LoginScene()
 	if !ok || (kind != wechat.EventSubscribe && kind != wechat.EventScan) {
 		return pushResult{pass: true}
@@ -287,6 +290,9 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		if rec.State != StatePending {
 			if rec.OpenID == ev.FromUserName {
 				m.metrics.DuplicatePush()
+				if rec.State == StateScanned {
+					return pushResult{reply: m.confirmPrompt(rec)}
+				}
 				return pushResult{reply: m.loginReply()}
 			}
 			m.log.Warn("second scanner for an already scanned login code; first scan kept", zap.String("scene", scene[:8]))
@@ -299,6 +305,9 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		}
 		updated := rec
 		updated.State = StateConfirmed
+		if m.cfg.ConfirmInChat {
+			updated.State = StateScanned
+		}
 		updated.OpenID = ev.FromUserName
 		updated.UnionID = unionID
 		updated.ScanKey = marker
@@ -322,10 +331,106 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		if err := m.store.Create(ctx, marker, []byte{1}, dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
 			m.log.Warn("cannot record push dedupe marker", zap.Error(err))
 		}
-		if err := m.notifier.Publish(ctx, sceneKey(scene)); err != nil {
-			m.log.Warn("cannot notify waiting browser", zap.Error(err))
-		}
+		m.notify(ctx, scene)
 		m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
+		if updated.State == StateScanned {
+			m.awaitConfirmation(ctx, scene, updated)
+			m.metrics.Scan("scanned")
+			return pushResult{reply: m.confirmPrompt(updated)}
+		}
+		m.metrics.Scan("confirmed")
+		return pushResult{reply: m.loginReply()}
+	}
+	return pushResult{failure: errors.New("confirm scene: too much contention")}
+}
+
+func (m *Middleware) notify(ctx context.Context, scene string) {
+	if err := m.notifier.Publish(ctx, sceneKey(scene)); err != nil {
+		m.log.Warn("cannot notify waiting browser", zap.Error(err))
+	}
+}
+
+// confirmKey names, per scanner, the scene waiting for their confirmation.
+func confirmKey(openID string) string {
+	sum := sha256.Sum256([]byte(openID))
+	return "confirm:" + hex.EncodeToString(sum[:16])
+}
+
+// awaitConfirmation remembers which scene the scanner's next "1" confirms:
+// the code they scanned last.
+func (m *Middleware) awaitConfirmation(ctx context.Context, scene string, rec sceneRecord) {
+	ttl := time.Unix(rec.ExpiresAt, 0).Sub(m.cfg.Now())
+	if ttl < time.Second {
+		return
+	}
+	key := confirmKey(rec.OpenID)
+	_ = m.store.Delete(ctx, key)
+	if err := m.store.Create(ctx, key, []byte(scene), ttl); err != nil && !errors.Is(err, store.ErrExists) {
+		m.log.Warn("cannot record the pending confirmation", zap.Error(err))
+	}
+}
+
+// isConfirmation reports whether a chat message confirms a login.
+func isConfirmation(content string) bool {
+	switch strings.ToLower(strings.TrimSpace(content)) {
+	case "1", "确认", "confirm", "yes":
+		return true
+	}
+	return false
+}
+
+func (m *Middleware) confirmPrompt(rec sceneRecord) string {
+	return fmt.Sprintf(m.cfg.ConfirmReply, m.cfg.SiteName, rec.Client)
+}
+
+// confirmByReply completes a scanned login when its scanner replies "1".
+// Only the person who scanned can confirm it, and only the code they
+// scanned last; anything else is left to the site (or answered "success").
+func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event) pushResult {
+	raw, err := m.store.Get(ctx, confirmKey(ev.FromUserName))
+	if errors.Is(err, store.ErrNotFound) {
+		return pushResult{pass: true}
+	}
+	if err != nil {
+		return pushResult{failure: fmt.Errorf("look up pending confirmation: %w", err)}
+	}
+	scene := string(raw)
+	for attempt := 0; attempt < 5; attempt++ {
+		rec, old, err := m.loadScene(ctx, scene)
+		if errors.Is(err, store.ErrNotFound) {
+			return pushResult{reply: m.cfg.ExpiredReply}
+		}
+		if err != nil {
+			return pushResult{failure: err}
+		}
+		if rec.OpenID != ev.FromUserName {
+			return pushResult{pass: true}
+		}
+		if rec.State == StateConfirmed {
+			return pushResult{reply: m.loginReply()} // WeChat's retry of the same reply
+		}
+		if rec.State != StateScanned {
+			return pushResult{pass: true}
+		}
+		rec.State = StateConfirmed
+		updated, err := json.Marshal(rec)
+		if err != nil {
+			return pushResult{failure: err}
+		}
+		err = m.store.Update(ctx, sceneKey(scene), old, updated)
+		if errors.Is(err, store.ErrChanged) {
+			continue
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return pushResult{reply: m.cfg.ExpiredReply}
+		}
+		if err != nil {
+			return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
+		}
+		// A later "1" is an ordinary message again.
+		_ = m.store.Delete(ctx, confirmKey(ev.FromUserName))
+		m.notify(ctx, scene)
+		m.log.Info("login confirmed in chat", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)))
 		m.metrics.Scan("confirmed")
 		return pushResult{reply: m.loginReply()}
 	}

@@ -116,6 +116,17 @@ type Config struct {
 	LoginReply   string
 	ExpiredReply string
 
+	// ConfirmInChat adds a confirmation step to QR logins: the scan only
+	// moves the login to "scanned" and the chat reply tells the user which
+	// browser (family and address) is asking, and asks them to reply "1"
+	// to confirm. A QR code relayed to a victim (QRLJacking) then needs the
+	// victim to confirm a login they can see is not theirs.
+	ConfirmInChat bool
+
+	// ConfirmReply is the chat message asking for that confirmation; "%s"
+	// is replaced by SiteName and "%[2]s" by the browser's description.
+	ConfirmReply string
+
 	// FetchUnionID looks up the scanner's unionid through cgi-bin/user/info
 	// after a QR scan (the Official Account must be bound to an Open
 	// Platform account for WeChat to have one).
@@ -185,6 +196,7 @@ const (
 	defaultPushMaxAge      = 5 * time.Minute
 	defaultSiteName        = "this site"
 	defaultLoginReply      = "已登录 %s。\nYou are now logged in to %[1]s."
+	defaultConfirmReply    = "有人正在用你的微信登录 %s（%s）。回复 1 确认登录；如果不是你本人，请忽略。\nSomeone is logging in to %[1]s as you (%[2]s). Reply 1 to confirm; if this is not you, ignore it."
 	defaultExpiredReply    = "这个登录二维码已失效，请在网页上刷新后重新扫码。\nThis login code has expired: refresh the page and scan again."
 	minSessionKeyLen       = 32
 )
@@ -236,6 +248,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LoginReply == "" {
 		c.LoginReply = defaultLoginReply
+	}
+	if c.ConfirmReply == "" {
+		c.ConfirmReply = defaultConfirmReply
 	}
 	if c.ExpiredReply == "" {
 		c.ExpiredReply = defaultExpiredReply

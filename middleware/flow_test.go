@@ -348,3 +348,75 @@ func TestClusterQRRateLimit(t *testing.T) {
 		t.Fatalf("%d QR codes created across two instances, want the cluster limit of 4", created)
 	}
 }
+
+// TestConfirmInChat: with the confirmation step, a scan only makes the
+// login "scanned", the chat reply names the asking browser, nobody but the
+// scanner can confirm, and the scanner's "1" completes the login.
+func TestConfirmInChat(t *testing.T) {
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.ConfirmInChat = true })
+	b := env.browser()
+	resp := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=%2Fin"), map[string]string{
+		"Origin":     env.srv.URL,
+		"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36",
+	})
+	qr := resp.json(t)
+	scene := qr["scene"].(string)
+
+	waiting := make(chan map[string]any, 1)
+	go func() { waiting <- b.poll(scene, 20).json(t) }()
+	env.waitForWaiters(1)
+	d, err := env.fake.Scan(context.Background(), testAppID, qr["qr_content"].(string), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(d.Reply.Content, "Reply 1") || !strings.Contains(d.Reply.Content, "Chrome on Windows, 127.0.0.1") {
+		t.Fatalf("confirmation prompt %q", d.Reply.Content)
+	}
+	select {
+	case got := <-waiting:
+		if got["status"] != StateScanned {
+			t.Fatalf("the waiting poll got %v, want scanned", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting poll did not hear of the scan")
+	}
+	if got := b.poll(scene, 0).json(t); got["status"] != StateScanned || b.cookie(sessionCookie) != nil {
+		t.Fatalf("a scanned login was redeemed before confirmation: %v", got)
+	}
+
+	reply := func(user, text string) *wechattest.Delivery {
+		t.Helper()
+		d, err := env.fake.Push(context.Background(), testAppID, &wechat.Event{
+			ToUserName: testGhID, FromUserName: env.fake.OpenID(testAppID, user),
+			CreateTime: time.Now().Unix(), MsgType: "text", Content: text, MsgID: time.Now().UnixNano(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	// Someone else's "1", and the scanner's unrelated message, change nothing.
+	if d := reply("bob", "1"); d.Status != wechattest.StatusAcknowledged {
+		t.Fatalf("bob's reply: %+v", d)
+	}
+	reply("alice", "hello")
+	if env.sceneState(scene) != StateScanned {
+		t.Fatalf("scene became %s without the scanner's confirmation", env.sceneState(scene))
+	}
+	// The scanner confirms.
+	d = reply("alice", " 1 ")
+	if d.Reply == nil || !strings.Contains(d.Reply.Content, "logged in to Example") {
+		t.Fatalf("confirmation reply %+v", d.Reply)
+	}
+	got := b.poll(scene, 0).json(t)
+	if got["status"] != StateConfirmed || got["redirect"] != "/in" {
+		t.Fatalf("after confirmation: %v", got)
+	}
+	if id := b.get("/in", nil).json(t); id["openid"] != env.fake.OpenID(testAppID, "alice") {
+		t.Fatalf("upstream saw %v", id)
+	}
+	// A later "1" is an ordinary message again.
+	if d := reply("alice", "1"); d.Status != wechattest.StatusAcknowledged {
+		t.Fatalf("a later 1: %+v", d)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,8 +37,11 @@ type sceneRecord struct {
 	QRURL     string `json:"url"`
 	Next      string `json:"next"`
 	ExpiresAt int64  `json:"exp"` // unix seconds
-	OpenID    string `json:"openid,omitempty"`
-	UnionID   string `json:"unionid,omitempty"`
+	// Client describes the browser that asked (family and address), for
+	// the confirmation message.
+	Client  string `json:"client,omitempty"`
+	OpenID  string `json:"openid,omitempty"`
+	UnionID string `json:"unionid,omitempty"`
 	// ScanKey identifies the push that confirmed the scene, so WeChat's
 	// retries of that push are recognised and answered the same way.
 	ScanKey string `json:"scan,omitempty"`
@@ -160,6 +164,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		QRURL:     qr.URL,
 		Next:      next,
 		ExpiresAt: m.cfg.Now().Add(ttl).Unix(),
+		Client:    describeClient(r.UserAgent(), m.cfg.ClientIP(r)),
 	}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -288,6 +293,7 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	first := ""
 	for {
 		rec, _, err := m.loadScene(ctx, id)
 		switch {
@@ -302,7 +308,12 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 			m.redeem(w, r, id)
 			return
 		}
-		if wait <= 0 {
+		if first == "" {
+			first = rec.State
+		}
+		// Answer at once without wait, and on any change (pending →
+		// scanned) with it.
+		if wait <= 0 || rec.State != first {
 			writeJSON(w, http.StatusOK, pollResponse{Status: rec.State})
 			return
 		}
@@ -524,6 +535,33 @@ func (m *Middleware) cleanNext(v []string) (string, bool) {
 		return m.redirects.Clean(v[0])
 	}
 	return "", false
+}
+
+// describeClient is a coarse, human description of a browser, such as
+// "Chrome on Windows, 203.0.113.7", for the chat message that asks the
+// scanner to confirm.
+func describeClient(ua, ip string) string {
+	browser := "a browser"
+	for _, b := range []struct{ token, name string }{
+		{"MicroMessenger", "WeChat"}, {"Edg/", "Edge"}, {"OPR/", "Opera"}, {"Firefox/", "Firefox"},
+		{"Chrome/", "Chrome"}, {"Safari/", "Safari"},
+	} {
+		if strings.Contains(ua, b.token) {
+			browser = b.name
+			break
+		}
+	}
+	system := ""
+	for _, o := range []struct{ token, name string }{
+		{"Windows", "Windows"}, {"iPhone", "iPhone"}, {"iPad", "iPad"}, {"Android", "Android"},
+		{"Mac OS X", "macOS"}, {"CrOS", "ChromeOS"}, {"Linux", "Linux"},
+	} {
+		if strings.Contains(ua, o.token) {
+			system = " on " + o.name
+			break
+		}
+	}
+	return browser + system + ", " + ip
 }
 
 // loginURL is where unauthenticated browsers are sent.

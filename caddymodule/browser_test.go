@@ -485,3 +485,29 @@ func TestBrowserInsideWeChat(t *testing.T) {
 	// asks the protected site for one and is refused.
 	tb.assertCleanConsole("/favicon.ico")
 }
+
+// TestBrowserConfirmInChat: with confirm_in_chat, "Simulate scan" only makes
+// the login "scanned" (the page says so and stays), and the sandbox's reply
+// of "1" completes it.
+func TestBrowserConfirmInChat(t *testing.T) {
+	t.Parallel()
+	c := startCaddy(t, strings.Replace(browserSite("Confirm Test"), "sandbox\n", "sandbox\n\t\tconfirm_in_chat\n", 1))
+	tb := newTab(t, 1280, 800)
+
+	tb.do(chromedp.Navigate(c.BaseURL + "/members"))
+	tb.waitState("waiting")
+	tb.do(chromedp.Click(chromedp.ID("wl-simulate")))
+	tb.waitState("scanned")
+	if s := tb.text("#wl-status"); s != "Scanned. Confirm the login on your phone…" {
+		t.Fatalf("status after the scan %q", s)
+	}
+	if b := tb.text("#wl-simulate"); b != "Simulate replying 1 in WeChat" {
+		t.Fatalf("sandbox button %q", b)
+	}
+	if loc, _ := chromedp.Run(tb.ctx, chromedp.Location()); !strings.Contains(loc, "/wechat/login") {
+		t.Fatalf("left the login page before confirming: %q", loc)
+	}
+	tb.do(chromedp.Click(chromedp.ID("wl-simulate")))
+	tb.assertGreeted(c.BaseURL, "qr")
+	tb.assertCleanConsole()
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wechat-login/caddy-wechat-login/middleware"
+	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
 
@@ -124,7 +125,8 @@ func (h *Handler) serveSandbox(w http.ResponseWriter, r *http.Request) bool {
 
 // sandboxScan makes the fake phone scan the QR code shown on the login page
 // as the chosen test user: POST {prefix}/sandbox/scan with form fields qr
-// (the QR's content URL) and user.
+// (the QR's content URL) and user. With reply=1 the phone instead sends the
+// chat message "1", which confirms a scan when confirm_in_chat is on.
 func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -144,7 +146,20 @@ func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 	h.sandbox.current.Store(h.mw)
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	d, err := h.sandbox.platform.Scan(ctx, sandboxAppID, qr, user)
+	var d *wechattest.Delivery
+	var err error
+	if text := r.PostForm.Get("reply"); text != "" {
+		d, err = h.sandbox.platform.Push(ctx, sandboxAppID, &wechat.Event{
+			ToUserName:   sandboxGhID,
+			FromUserName: h.sandbox.platform.OpenID(sandboxAppID, user),
+			CreateTime:   time.Now().Unix(),
+			MsgType:      "text",
+			Content:      text,
+			MsgID:        time.Now().UnixNano(),
+		})
+	} else {
+		d, err = h.sandbox.platform.Scan(ctx, sandboxAppID, qr, user)
+	}
 	if err != nil {
 		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return

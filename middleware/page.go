@@ -47,6 +47,9 @@ type pageText struct {
 	Refresh      string `json:"refresh"`
 	Retry        string `json:"retry"`
 	ExpiresIn    string `json:"expiresIn"` // {t} is replaced by m:ss
+	// SimulateConfirm labels the sandbox button once a scan waits for the
+	// confirmation in chat.
+	SimulateConfirm string `json:"simulateConfirm"`
 }
 
 var pageTexts = map[string]pageText{
@@ -56,6 +59,8 @@ var pageTexts = map[string]pageText{
 		QRAlt:     "Login QR code: scan it with WeChat",
 		NoScript:  "This page needs JavaScript to show the login code.",
 		Simulate:  "Simulate scan",
+
+		SimulateConfirm: "Simulate replying 1 in WeChat",
 		AsUser:    "Scan as test user",
 		Sandbox:   "Sandbox: no real WeChat involved",
 		OpenLogin: "Open the WeChat login window",
@@ -80,6 +85,8 @@ var pageTexts = map[string]pageText{
 		QRAlt:     "登录二维码，请用微信扫描",
 		NoScript:  "本页面需要启用 JavaScript 才能显示登录二维码。",
 		Simulate:  "模拟扫码",
+
+		SimulateConfirm: "模拟在微信中回复 1",
 		AsUser:    "以测试用户身份扫码",
 		Sandbox:   "沙盒模式：不连接真实的微信",
 		OpenLogin: "打开微信登录窗口",

@@ -11,6 +11,7 @@
   var box = $("wl-qr"), img = $("wl-img"), statusEl = $("wl-status");
   var veilText = $("wl-veil-text"), retry = $("wl-retry");
   var timerEl = $("wl-timer"), countdown = $("wl-countdown"), bar = $("wl-bar");
+  var simulateLabel = $("wl-simulate") ? $("wl-simulate").textContent : "";
 
   // gen counts login codes. Every callback checks it, so a late answer
   // about an abandoned code changes nothing.
@@ -36,6 +37,8 @@
     if (veilText) { veilText.textContent = next === "waiting" ? "" : text; }
     setStatus(text, cls);
     if (next === "waiting" || next === "scanned") { waitingText = text; }
+    var simulate = $("wl-simulate");
+    if (simulate) { simulate.textContent = next === "scanned" ? T.simulateConfirm : simulateLabel; }
     if (!retry) { return; }
     retry.hidden = !button;
     if (button) {
@@ -324,6 +327,8 @@
       var body = new URLSearchParams();
       body.set("qr", code.qr_content);
       body.set("user", $("wl-user").value);
+      // A scan waiting for confirmation in chat: the phone replies "1".
+      if (state === "scanned") { body.set("reply", "1"); }
       fetch(cfg.sandbox, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (j) { if (j.error && !finished) { setStatus(j.error, "err"); } })

@@ -420,3 +420,26 @@ func TestConfirmInChat(t *testing.T) {
 		t.Fatalf("a later 1: %+v", d)
 	}
 }
+
+// TestOAuthStartRateLimit: one address cannot start OAuth flows without end
+// (each start stores a state); the auto-redirect inside WeChat then falls
+// back to the login page instead of answering 429.
+func TestOAuthStartRateLimit(t *testing.T) {
+	env := newEnv(t, wechattest.Safe)
+	started := 0
+	var last response
+	for range oauthStartBurst + 1 {
+		last = env.browser().get("/wechat/oauth/start?next=%2F", nil)
+		if last.StatusCode == http.StatusFound {
+			started++
+		}
+	}
+	if started != oauthStartBurst || last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
+		t.Fatalf("%d starts, last %d (Retry-After %q), want %d then 429", started, last.StatusCode, last.Header.Get("Retry-After"), oauthStartBurst)
+	}
+	wechatUA := "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.49"
+	resp := env.browser().get("/private", map[string]string{"Accept": "text/html", "User-Agent": wechatUA})
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), "/wechat/login") {
+		t.Fatalf("limited WeChat browser: %d → %q, want the login page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}

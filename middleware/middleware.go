@@ -57,6 +57,9 @@ type Middleware struct {
 	seal      *cookieseal.Codec
 	redirects redirect.Policy
 	qrLimiter *ratelimit.Limiter
+	// oauthLimiter bounds how many OAuth flows one address may start: each
+	// start writes a state to the store.
+	oauthLimiter *ratelimit.Limiter
 	csrf      *http.CrossOriginProtection
 	metrics   Metrics
 	page      *loginPage
@@ -101,6 +104,7 @@ func New(cfg Config) (*Middleware, error) {
 		Tokens:     cfg.TokenSource,
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
+	m.oauthLimiter = ratelimit.New(oauthStartsPerMinute/60, oauthStartBurst, ratelimit.WithClock(cfg.Now))
 	m.notifier = cfg.Notifier
 	if m.notifier == nil {
 		m.notifier = &LocalNotifier{}

@@ -58,6 +58,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -354,9 +355,22 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 		m.oauthSucceeded(w, r, next, popup, "")
 		return
 	}
+	if ok, retry := m.oauthLimiter.Allow(m.cfg.ClientIP(r)); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
+		m.oauthPage(w, r, http.StatusTooManyRequests, msgTooMany, m.loginURL(next), nil)
+		return
+	}
 	b, _ := m.oauthBindingOf(r)
 	m.startOAuth(w, r, oauthRecord{Method: method, Next: next, Popup: popup}, b)
 }
+
+// Per-address limits on starting OAuth flows: generous for people (a few
+// tabs, a few retries), tight enough that nobody fills the store with
+// states.
+const (
+	oauthStartsPerMinute = 30
+	oauthStartBurst      = 10
+)
 
 // oauthAutoRedirect sends a browser inside WeChat (MicroMessenger in the
 // User-Agent) straight into in-WeChat authorization when that method is
@@ -368,6 +382,9 @@ func (m *Middleware) oauthAutoRedirect(w http.ResponseWriter, r *http.Request, n
 	b, _ := m.oauthBindingOf(r)
 	if b.startedSince(m.cfg.Now().Add(-autoStartWindow)) >= autoStartLimit {
 		m.log.Info("not starting WeChat authorization again: this browser keeps coming back without a session")
+		return false
+	}
+	if ok, _ := m.oauthLimiter.Allow(m.cfg.ClientIP(r)); !ok {
 		return false
 	}
 	m.startOAuth(w, r, oauthRecord{Method: MethodOAuth, Next: next}, b)

@@ -50,6 +50,7 @@ const (
 	msgBusy
 	msgUnavailable
 	msgForbidden
+	msgTooMany
 )
 
 // oauthText is one language's wording of the OAuth pages.
@@ -68,6 +69,7 @@ var oauthTexts = map[string]oauthText{
 			msgSuccess:       "Logged in. Taking you back…",
 			msgBadRequest:    "This login link is not valid. Please start again.",
 			msgBadNext:       "This login link points to another site, so it was not followed.",
+			msgTooMany:       "Too many login attempts from your network. Please wait a minute and try again.",
 			msgNotEnabled:    "This way of logging in is not enabled on this site.",
 			msgExpired:       "This login link has expired or has already been used. Please start again.",
 			msgOtherBrowser:  "This login was started in another browser or tab. For your safety it was not completed here. Please start again.",
@@ -90,6 +92,7 @@ var oauthTexts = map[string]oauthText{
 			msgSuccess:       "登录成功，正在跳转…",
 			msgBadRequest:    "登录链接无效，请重新开始。",
 			msgBadNext:       "登录链接指向其他网站，已拒绝跳转。",
+			msgTooMany:       "你所在的网络登录尝试过多，请稍等一分钟再试。",
 			msgNotEnabled:    "本站未启用这种登录方式。",
 			msgExpired:       "登录链接已过期或已被使用，请重新开始。",
 			msgOtherBrowser:  "此次登录是在另一个浏览器或标签页中发起的，为安全起见未在此完成，请重新开始。",

@@ -60,9 +60,9 @@ type Middleware struct {
 	// oauthLimiter bounds how many OAuth flows one address may start: each
 	// start writes a state to the store.
 	oauthLimiter *ratelimit.Limiter
-	csrf      *http.CrossOriginProtection
-	metrics   Metrics
-	page      *loginPage
+	csrf         *http.CrossOriginProtection
+	metrics      Metrics
+	page         *loginPage
 
 	done      chan struct{} // closed by Close: waiting requests end
 	closeOnce sync.Once

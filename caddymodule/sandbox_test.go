@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSandboxDemo runs the README's demo Caddyfile in a real Caddy and logs
@@ -31,9 +32,9 @@ func TestSandboxDemo(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Simulate scan") || !strings.Contains(page, "Sandbox demo") {
 		t.Fatalf("login page: %d\n%s", resp.StatusCode, page)
 	}
-	if !strings.Contains(c.logs.String(), "SANDBOX MODE") {
-		t.Fatal("no start-up warning about the sandbox")
-	}
+	waitFor(t, 5*time.Second, "the start-up warning about the sandbox", func() bool {
+		return strings.Contains(c.logs.String(), "SANDBOX MODE")
+	})
 
 	_, qrJSON := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=%2F"), "Origin", c.BaseURL)
 	var qr map[string]string

@@ -1,6 +1,8 @@
 package wechattest
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"time"
 )
@@ -97,6 +99,16 @@ func (p *Platform) latencyFor(path string) time.Duration {
 // sleep waits for d or until the client goes away; it reports whether the
 // request should still be answered.
 func sleep(r *http.Request, d time.Duration) bool {
+	// net/http notices a client that went away only once the request body
+	// has been read, so read it first: then a delayed POST ends as soon as
+	// its client gives up, as it would at WeChat.
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxBufferedBody))
+		if err != nil {
+			return false
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -106,6 +118,10 @@ func sleep(r *http.Request, d time.Duration) bool {
 		return false
 	}
 }
+
+// maxBufferedBody bounds what sleep reads ahead; requests to the fake are
+// small, and the handlers apply their own, smaller limits.
+const maxBufferedBody = 8 << 20
 
 // applyFault applies f and reports whether it answered the request.
 func (p *Platform) applyFault(w http.ResponseWriter, r *http.Request, f Fault) bool {

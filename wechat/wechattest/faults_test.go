@@ -145,3 +145,23 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("%d deliveries, want 40", n)
 	}
 }
+
+// TestDelayedPostEndsWithItsClient: a client that gives up on a delayed
+// POST frees the server at once, so Close does not wait out the delay.
+func TestDelayedPostEndsWithItsClient(t *testing.T) {
+	srv := NewServer(Config{})
+	srv.FailNext("/cgi-bin/stable_token", 1, Fault{Delay: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/cgi-bin/stable_token",
+		strings.NewReader(`{"grant_type":"client_credential","appid":"x","secret":"y"}`))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("the delayed call answered before its delay")
+	}
+	start := time.Now()
+	srv.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close waited %v for a request whose client had gone", d)
+	}
+}

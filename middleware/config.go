@@ -213,6 +213,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Token == "" {
 		return c, errors.New("middleware: Token is required (the push token from the Official Account's server settings)")
 	}
+	if !validPushToken(c.Token) {
+		return c, errors.New("middleware: Token must be 3 to 32 letters and digits, as WeChat's server settings page requires")
+	}
 	if len(c.SessionKeys) == 0 {
 		return c, errors.New("middleware: SessionKeys needs at least one key")
 	}
@@ -323,6 +326,19 @@ func (c *Config) oauthDefaults() error {
 // enabled reports whether a login method is on.
 func (c *Config) enabled(method string) bool {
 	return slices.Contains(c.Methods, method)
+}
+
+func validPushToken(s string) bool {
+	if len(s) < 3 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func positiveOr(name string, v, def time.Duration) (time.Duration, error) {

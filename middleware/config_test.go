@@ -25,6 +25,8 @@ func TestConfigValidation(t *testing.T) {
 		{"no AppID", func(c *Config) { c.AppID = "" }, "AppID is required"},
 		{"no AppSecret", func(c *Config) { c.AppSecret = "" }, "AppSecret is required"},
 		{"no Token", func(c *Config) { c.Token = "" }, "Token is required"},
+		{"short Token", func(c *Config) { c.Token = "ab" }, "Token must be 3 to 32 letters and digits"},
+		{"Token with symbols", func(c *Config) { c.Token = "tok-en!" }, "Token must be 3 to 32 letters and digits"},
 		{"no SessionKeys", func(c *Config) { c.SessionKeys = nil }, "SessionKeys needs at least one key"},
 		{"short session key", func(c *Config) { c.SessionKeys = [][]byte{testSessionKey, []byte("short")} }, "SessionKeys[1] is 5 bytes"},
 		{"prefix without slash", func(c *Config) { c.Prefix = "wechat" }, `Prefix "wechat"`},

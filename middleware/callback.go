@@ -152,7 +152,7 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 		}
 	}
 
-	plain, encrypted, status, reason := m.openPush(body, p)
+	plain, replyCrypter, status, reason := m.openPush(body, p)
 	if status != 0 {
 		writeText(w, status, reason)
 		return
@@ -191,47 +191,48 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 	case res.reply == "":
 		writeText(w, http.StatusOK, "success")
 	default:
-		m.writeReply(w, ev, res.reply, encrypted, p["nonce"])
+		m.writeReply(w, ev, res.reply, replyCrypter, p["nonce"])
 	}
 }
 
-// openPush authenticates and, when encrypted, decrypts a push body. Which
+// openPush authenticates and, when encrypted, decrypts a push body, and
+// returns the Crypter to encrypt a reply with (nil for a plaintext push). Which
 // mode is required comes from our configuration, never from the request:
 // with an EncodingAESKey configured, a push without a valid msg_signature over
 // its ciphertext is rejected, because the URL signature alone does not cover
 // the body.
-func (m *Middleware) openPush(body []byte, p map[string]string) (plain []byte, encrypted bool, status int, reason string) {
+func (m *Middleware) openPush(body []byte, p map[string]string) (plain []byte, reply *wechat.Crypter, status int, reason string) {
 	et, hasET := p["encrypt_type"]
 	wantEncrypted := m.crypter != nil && (!m.cfg.AllowPlaintextPushes || hasET)
 	if !wantEncrypted {
 		if hasET && et != "raw" {
 			m.metrics.PushRejected("mode")
-			return nil, false, http.StatusBadRequest, "encrypted push, but no EncodingAESKey is configured"
+			return nil, nil, http.StatusBadRequest, "encrypted push, but no EncodingAESKey is configured"
 		}
-		return body, false, 0, ""
+		return body, nil, 0, ""
 	}
 	if et != "aes" || p["msg_signature"] == "" {
 		m.metrics.PushRejected("mode")
-		return nil, false, http.StatusForbidden, "encrypted push required"
+		return nil, nil, http.StatusForbidden, "encrypted push required"
 	}
 	env, err := wechat.ParseEnvelope(body)
 	if err != nil {
 		m.metrics.PushRejected("malformed")
-		return nil, false, http.StatusBadRequest, "malformed encrypted push"
+		return nil, nil, http.StatusBadRequest, "malformed encrypted push"
 	}
-	plain, err = m.crypter.Decrypt(p["msg_signature"], p["timestamp"], p["nonce"], env.Encrypt)
+	plain, reply, err = m.crypter.DecryptForReply(p["msg_signature"], p["timestamp"], p["nonce"], env.Encrypt)
 	switch {
 	case errors.Is(err, wechat.ErrSignatureMismatch):
 		m.metrics.PushRejected("signature")
-		return nil, true, http.StatusForbidden, "bad msg_signature"
+		return nil, nil, http.StatusForbidden, "bad msg_signature"
 	case errors.Is(err, wechat.ErrAppIDMismatch):
 		m.metrics.PushRejected("appid")
-		return nil, true, http.StatusForbidden, "push for another app"
+		return nil, nil, http.StatusForbidden, "push for another app"
 	case err != nil:
 		m.metrics.PushRejected("decrypt")
-		return nil, true, http.StatusBadRequest, "cannot decrypt push"
+		return nil, nil, http.StatusBadRequest, "cannot decrypt push"
 	}
-	return plain, true, 0, ""
+	return plain, reply, 0, ""
 }
 
 // processPush applies a verified push. Login scans confirm their scene;
@@ -470,13 +471,14 @@ func dedupeKey(ev *wechat.Event) string {
 	return "push:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// writeReply sends a passive text reply, encrypted when the push was.
-func (m *Middleware) writeReply(w http.ResponseWriter, ev *wechat.Event, text string, encrypted bool, nonce string) {
+// writeReply sends a passive text reply, encrypted (with the push's own key)
+// when the push was.
+func (m *Middleware) writeReply(w http.ResponseWriter, ev *wechat.Event, text string, crypter *wechat.Crypter, nonce string) {
 	now := m.cfg.Now()
 	reply := wechat.TextReply(ev.FromUserName, ev.ToUserName, text, now)
-	if encrypted {
+	if crypter != nil {
 		var err error
-		reply, err = m.crypter.EncryptReply(reply, strconv.FormatInt(now.Unix(), 10), nonce)
+		reply, err = crypter.EncryptReply(reply, strconv.FormatInt(now.Unix(), 10), nonce)
 		if err != nil {
 			m.log.Error("cannot encrypt passive reply", zap.Error(err))
 			writeText(w, http.StatusOK, "success")

@@ -443,3 +443,17 @@ func TestOAuthStartRateLimit(t *testing.T) {
 		t.Fatalf("limited WeChat browser: %d → %q, want the login page", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestAESKeyRotation: after the site switches to a new EncodingAESKey
+// (keeping the old one as previous) while WeChat still pushes under the old
+// key, logins work and WeChat can read the encrypted replies.
+func TestAESKeyRotation(t *testing.T) {
+	env := newEnv(t, wechattest.Safe, func(c *Config) {
+		c.EncodingAESKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+		c.PreviousEncodingAESKeys = []string{testAESKey} // what the fake still uses
+	})
+	id := loginByScan(t, env, env.browser(), "alice", "/", "subscribe")
+	if id["openid"] != env.fake.OpenID(testAppID, "alice") {
+		t.Fatalf("login under the previous key: %v", id)
+	}
+}

@@ -140,21 +140,43 @@ func (c *Crypter) Decrypt(msgSignature, timestamp, nonce, encrypted string) ([]b
 	if !CheckSignature(msgSignature, c.token, timestamp, nonce, encrypted) {
 		return nil, ErrSignatureMismatch
 	}
-	_, msg, err := c.open(encrypted)
+	_, msg, _, err := c.open(encrypted)
 	return msg, err
 }
 
+// DecryptForReply is Decrypt for a push that will be answered: it also
+// returns the Crypter to encrypt the answer with. While an EncodingAESKey is
+// being changed, WeChat may still push under the previous key, and the
+// reply must use the key the push used; the returned Crypter has that key
+// first (it is c itself when the current key worked).
+func (c *Crypter) DecryptForReply(msgSignature, timestamp, nonce, encrypted string) (msg []byte, reply *Crypter, err error) {
+	if !CheckSignature(msgSignature, c.token, timestamp, nonce, encrypted) {
+		return nil, nil, ErrSignatureMismatch
+	}
+	_, msg, key, err := c.open(encrypted)
+	if err != nil {
+		return nil, nil, err
+	}
+	if key == 0 {
+		return msg, c, nil
+	}
+	older := *c
+	older.keys = []aesKey{c.keys[key]}
+	return msg, &older, nil
+}
+
 // open decrypts an already authenticated Encrypt value and returns the
-// random prefix and the message. It is separate from Decrypt so tests can
-// check the random prefix of known vectors.
-func (c *Crypter) open(encrypted string) (random, msg []byte, err error) {
+// random prefix, the message and the index of the key that worked. It is
+// separate from Decrypt so tests can check the random prefix of known
+// vectors.
+func (c *Crypter) open(encrypted string) (random, msg []byte, key int, err error) {
 	ct, err := base64.StdEncoding.DecodeString(encrypted)
 	if err != nil || len(ct) < padBlock || len(ct)%padBlock != 0 {
-		return nil, nil, ErrDecrypt
+		return nil, nil, 0, ErrDecrypt
 	}
 	wrongApp := false
 	buf := make([]byte, len(ct))
-	for _, k := range c.keys {
+	for i, k := range c.keys {
 		cipher.NewCBCDecrypter(k.block, k.iv[:]).CryptBlocks(buf, ct)
 		random, msg, appID, ok := parsePlaintext(buf)
 		if !ok {
@@ -164,12 +186,12 @@ func (c *Crypter) open(encrypted string) (random, msg []byte, err error) {
 			wrongApp = true
 			continue
 		}
-		return random, msg, nil
+		return random, msg, i, nil
 	}
 	if wrongApp {
-		return nil, nil, ErrAppIDMismatch
+		return nil, nil, 0, ErrAppIDMismatch
 	}
-	return nil, nil, ErrDecrypt
+	return nil, nil, 0, ErrDecrypt
 }
 
 // parsePlaintext removes the 32-byte PKCS#7 padding from a decrypted buffer

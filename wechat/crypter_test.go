@@ -165,7 +165,7 @@ func TestVectorB(t *testing.T) {
 	if string(msg) != "1616140317555161061" {
 		t.Errorf("msg = %q", msg)
 	}
-	random, _, err := c.open(echostr)
+	random, _, _, err := c.open(echostr)
 	if err != nil || string(random) != "c41b64491c2468d0" {
 		t.Errorf("random = %q, %v", random, err)
 	}
@@ -212,7 +212,7 @@ func TestVectorE(t *testing.T) {
 	if m := MarshalEvent(got); !bytes.Equal(m, inner) {
 		t.Errorf("MarshalEvent =\n%q\nwant\n%q", m, inner)
 	}
-	random, _, _ := c.open(env.Encrypt)
+	random, _, _, _ := c.open(env.Encrypt)
 	if !regexp.MustCompile(`^[0-9a-f]{16}$`).Match(random) {
 		t.Errorf("random prefix %q is not 16 lowercase hex digits", random)
 	}
@@ -338,7 +338,7 @@ func TestEncryptRandomPrefix(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		random, msg, err := c.open(enc)
+		random, msg, _, err := c.open(enc)
 		if err != nil || string(msg) != "x" {
 			t.Fatalf("open: %q, %v", msg, err)
 		}
@@ -637,5 +637,59 @@ func BenchmarkPushPipeline(b *testing.B) {
 		if _, err := ParseEvent(inner); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDecryptForReplyUsesThePushKey: during a key rotation a push under the
+// previous key is answered under the previous key, which is what WeChat
+// can still read.
+func TestDecryptForReplyUsesThePushKey(t *testing.T) {
+	const (
+		token  = "rotation"
+		appID  = "wxb11529c136998cb6"
+		oldKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+		newKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+	)
+	mustCrypter := func(key string, previous ...string) *Crypter {
+		c, err := NewCrypter(token, key, appID, previous...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rotating := mustCrypter(newKey, oldKey)
+	for _, tc := range []struct {
+		name   string
+		pusher *Crypter // WeChat's side
+	}{
+		{"current key", mustCrypter(newKey)},
+		{"previous key", mustCrypter(oldKey)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc, sig, err := tc.pusher.Encrypt([]byte("<xml>push</xml>"), "1700000000", "42")
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, reply, err := rotating.DecryptForReply(sig, "1700000000", "42", enc)
+			if err != nil || string(msg) != "<xml>push</xml>" {
+				t.Fatalf("DecryptForReply: %q %v", msg, err)
+			}
+			out, err := reply.EncryptReply([]byte("<xml>reply</xml>"), "1700000001", "42")
+			if err != nil {
+				t.Fatal(err)
+			}
+			env, err := ParseReplyEnvelope(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// WeChat, holding only the key it pushed with, can read it.
+			got, err := tc.pusher.Decrypt(env.MsgSignature, env.TimeStamp, env.Nonce, env.Encrypt)
+			if err != nil || string(got) != "<xml>reply</xml>" {
+				t.Fatalf("the pusher cannot read the reply: %q %v", got, err)
+			}
+		})
+	}
+	if _, _, err := rotating.DecryptForReply("0000000000000000000000000000000000000000", "1", "2", "AAAA"); !errors.Is(err, ErrSignatureMismatch) {
+		t.Fatalf("bad signature: %v", err)
 	}
 }

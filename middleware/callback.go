@@ -272,77 +272,97 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		return pushResult{failure: fmt.Errorf("check push dedupe: %w", err)}
 	}
 
-	var unionID string
-	fetched := false
-	for attempt := 0; attempt < 5; attempt++ {
-		rec, raw, err := m.loadScene(ctx, scene)
-		if errors.Is(err, store.ErrNotFound) {
-			m.metrics.Scan("expired")
-			return pushResult{reply: m.cfg.ExpiredReply}
-		}
-		if err != nil {
-			return pushResult{failure: err}
-		}
-		if ev.Ticket != "" && rec.Ticket != "" && ev.Ticket != rec.Ticket {
-			m.log.Warn("scan ticket does not match the scene's ticket; ignored", zap.String("scene", scene[:8]))
-			m.metrics.Scan("mismatch")
-			return pushResult{reply: m.cfg.ExpiredReply}
-		}
-		if rec.State != StatePending {
-			if rec.OpenID == ev.FromUserName {
-				m.metrics.DuplicatePush()
-				if rec.State == StateScanned {
-					return pushResult{reply: m.confirmPrompt(rec)}
-				}
-				return pushResult{reply: m.loginReply()}
+	var refused string // why the scene was left as it is
+	unionID, fetched := "", false
+	rec, changed, err := m.updateScene(ctx, scene, func(rec *sceneRecord) bool {
+		switch {
+		case ev.Ticket != "" && rec.Ticket != "" && ev.Ticket != rec.Ticket:
+			refused = "mismatch"
+		case rec.State != StatePending && rec.OpenID == ev.FromUserName:
+			refused = "duplicate"
+		case rec.State != StatePending:
+			refused = "conflict"
+		default:
+			if m.cfg.FetchUnionID && !fetched {
+				unionID, fetched = m.lookupUnionID(ctx, ev.FromUserName), true
 			}
+			rec.State = StateConfirmed
+			if m.cfg.ConfirmInChat {
+				rec.State = StateScanned
+			}
+			rec.OpenID, rec.UnionID, rec.ScanKey = ev.FromUserName, unionID, marker
+			return true
+		}
+		return false
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		m.metrics.Scan("expired")
+		return pushResult{reply: m.cfg.ExpiredReply}
+	case err != nil:
+		return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
+	case !changed:
+		switch refused {
+		case "duplicate":
+			m.metrics.DuplicatePush()
+			if rec.State == StateScanned {
+				return pushResult{reply: m.confirmPrompt(rec)}
+			}
+			return pushResult{reply: m.loginReply()}
+		case "mismatch":
+			m.log.Warn("scan ticket does not match the scene's ticket; ignored", zap.String("scene", scene[:8]))
+		default:
 			m.log.Warn("second scanner for an already scanned login code; first scan kept", zap.String("scene", scene[:8]))
-			m.metrics.Scan("conflict")
-			return pushResult{reply: m.cfg.ExpiredReply}
 		}
-		if m.cfg.FetchUnionID && !fetched {
-			unionID = m.lookupUnionID(ctx, ev.FromUserName)
-			fetched = true
-		}
-		updated := rec
-		updated.State = StateConfirmed
-		if m.cfg.ConfirmInChat {
-			updated.State = StateScanned
-		}
-		updated.OpenID = ev.FromUserName
-		updated.UnionID = unionID
-		updated.ScanKey = marker
-		newRaw, err := json.Marshal(updated)
+		m.metrics.Scan(refused)
+		return pushResult{reply: m.cfg.ExpiredReply}
+	}
+
+	// The transition is done; the marker only lets later retries be
+	// answered without a store round trip, so its failure is harmless.
+	if err := m.store.Create(ctx, marker, []byte{1}, dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
+		m.log.Warn("cannot record push dedupe marker", zap.Error(err))
+	}
+	m.notify(ctx, scene)
+	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
+	if rec.State == StateScanned {
+		m.awaitConfirmation(ctx, scene, rec)
+		m.metrics.Scan("scanned")
+		return pushResult{reply: m.confirmPrompt(rec)}
+	}
+	m.metrics.Scan("confirmed")
+	return pushResult{reply: m.loginReply()}
+}
+
+// updateScene applies change to a scene's record with compare-and-swap,
+// reading it again when somebody else changed it first, so that no
+// transition is lost or applied twice. change edits the record and reports
+// whether it should be stored; it may run more than once. updateScene
+// returns the record as stored (or as found, when change declined) and
+// store.ErrNotFound when the scene is gone.
+func (m *Middleware) updateScene(ctx context.Context, scene string, change func(*sceneRecord) bool) (sceneRecord, bool, error) {
+	for range 5 {
+		rec, raw, err := m.loadScene(ctx, scene)
 		if err != nil {
-			return pushResult{failure: err}
+			return sceneRecord{}, false, err
 		}
-		err = m.store.Update(ctx, sceneKey(scene), raw, newRaw)
+		if !change(&rec) {
+			return rec, false, nil
+		}
+		updated, err := json.Marshal(rec)
+		if err != nil {
+			return sceneRecord{}, false, err
+		}
+		err = m.store.Update(ctx, sceneKey(scene), raw, updated)
 		if errors.Is(err, store.ErrChanged) {
 			continue
 		}
-		if errors.Is(err, store.ErrNotFound) {
-			m.metrics.Scan("expired")
-			return pushResult{reply: m.cfg.ExpiredReply}
-		}
 		if err != nil {
-			return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
+			return sceneRecord{}, false, err
 		}
-		// The transition is done; the marker only lets later retries be
-		// answered without a store round trip, so its failure is harmless.
-		if err := m.store.Create(ctx, marker, []byte{1}, dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
-			m.log.Warn("cannot record push dedupe marker", zap.Error(err))
-		}
-		m.notify(ctx, scene)
-		m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
-		if updated.State == StateScanned {
-			m.awaitConfirmation(ctx, scene, updated)
-			m.metrics.Scan("scanned")
-			return pushResult{reply: m.confirmPrompt(updated)}
-		}
-		m.metrics.Scan("confirmed")
-		return pushResult{reply: m.loginReply()}
+		return rec, true, nil
 	}
-	return pushResult{failure: errors.New("confirm scene: too much contention")}
+	return sceneRecord{}, false, errors.New("too much contention")
 }
 
 func (m *Middleware) notify(ctx context.Context, scene string) {
@@ -396,46 +416,29 @@ func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event) pushR
 		return pushResult{failure: fmt.Errorf("look up pending confirmation: %w", err)}
 	}
 	scene := string(raw)
-	for attempt := 0; attempt < 5; attempt++ {
-		rec, old, err := m.loadScene(ctx, scene)
-		if errors.Is(err, store.ErrNotFound) {
-			return pushResult{reply: m.cfg.ExpiredReply}
-		}
-		if err != nil {
-			return pushResult{failure: err}
-		}
-		if rec.OpenID != ev.FromUserName {
-			return pushResult{pass: true}
-		}
-		if rec.State == StateConfirmed {
-			return pushResult{reply: m.loginReply()} // WeChat's retry of the same reply
-		}
-		if rec.State != StateScanned {
-			return pushResult{pass: true}
+	rec, changed, err := m.updateScene(ctx, scene, func(rec *sceneRecord) bool {
+		if rec.OpenID != ev.FromUserName || rec.State != StateScanned {
+			return false
 		}
 		rec.State = StateConfirmed
-		updated, err := json.Marshal(rec)
-		if err != nil {
-			return pushResult{failure: err}
-		}
-		err = m.store.Update(ctx, sceneKey(scene), old, updated)
-		if errors.Is(err, store.ErrChanged) {
-			continue
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return pushResult{reply: m.cfg.ExpiredReply}
-		}
-		if err != nil {
-			return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
-		}
-		// A later "1" is an ordinary message again.
-		_ = m.store.Delete(ctx, confirmKey(ev.FromUserName))
-		m.notify(ctx, scene)
-		m.log.Info("login confirmed in chat", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)))
-		m.metrics.Scan("confirmed")
-		return pushResult{reply: m.loginReply()}
+		return true
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return pushResult{reply: m.cfg.ExpiredReply}
+	case err != nil:
+		return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
+	case !changed && rec.OpenID == ev.FromUserName && rec.State == StateConfirmed:
+		return pushResult{reply: m.loginReply()} // WeChat's retry of the same reply
+	case !changed:
+		return pushResult{pass: true}
 	}
-	return pushResult{failure: errors.New("confirm scene: too much contention")}
+	// A later "1" is an ordinary message again.
+	_ = m.store.Delete(ctx, confirmKey(ev.FromUserName))
+	m.notify(ctx, scene)
+	m.log.Info("login confirmed in chat", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)))
+	m.metrics.Scan("confirmed")
+	return pushResult{reply: m.loginReply()}
 }
 
 // lookupUnionID asks WeChat for the follower's unionid. A failure leaves the

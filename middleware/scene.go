@@ -442,7 +442,7 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if expiry == nil {
-			expiry = time.NewTimer(time.Until(time.Unix(rec.ExpiresAt, 0)) + time.Second)
+			expiry = time.NewTimer(time.Unix(rec.ExpiresAt, 0).Sub(m.cfg.Now()) + time.Second)
 			defer expiry.Stop()
 		}
 		select {

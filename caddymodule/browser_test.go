@@ -488,7 +488,7 @@ func TestBrowserInsideWeChat(t *testing.T) {
 
 // TestBrowserConfirmInChat: with confirm_in_chat, "Simulate scan" only makes
 // the login "scanned" (the page says so and stays), and the sandbox's reply
-// of "1" completes it.
+// of the confirmation code from the scan's chat message completes it.
 func TestBrowserConfirmInChat(t *testing.T) {
 	t.Parallel()
 	c := startCaddy(t, strings.Replace(browserSite("Confirm Test"), "sandbox\n", "sandbox\n\t\tconfirm_in_chat\n", 1))
@@ -501,7 +501,7 @@ func TestBrowserConfirmInChat(t *testing.T) {
 	if s := tb.text("#wl-status"); s != "Scanned. Confirm the login on your phone…" {
 		t.Fatalf("status after the scan %q", s)
 	}
-	if b := tb.text("#wl-simulate"); b != "Simulate replying 1 in WeChat" {
+	if b := tb.text("#wl-simulate"); b != "Simulate replying the code in WeChat" {
 		t.Fatalf("sandbox button %q", b)
 	}
 	if loc, _ := chromedp.Run(tb.ctx, chromedp.Location()); !strings.Contains(loc, "/wechat/login") {

@@ -57,6 +57,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		oauth_base        <url>
 //		mp_base           <url>
 //		store             memory | redis <url> [<key prefix>]
+//		revocation_file   <path>            # memory store; default under Caddy's data dir
 //		sandbox
 //	}
 //
@@ -252,6 +253,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			default:
 				return d.Errf("store: want `memory` or `redis <url> [<key prefix>]`")
+			}
+		case "revocation_file":
+			if err := oneArg(d, &h.RevocationFile); err != nil {
+				return err
 			}
 		case "sandbox":
 			if err := noArgs(d); err != nil {

@@ -2,11 +2,14 @@ package caddymodule
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
 )
 
 // The collectors are created once and registered with every config's
@@ -56,9 +59,18 @@ var (
 		Help: "Browsers waiting on a login QR code (long-poll or event stream).",
 	})
 
+	limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "limited_total",
+		Help: "Requests refused by a limit: qr_ceiling (QR codes per minute for the whole site), waiters_scene, waiters_instance.",
+	}, []string{"limit"})
+	evictions = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "store_evictions_total",
+		Help: "Entries the embedded store dropped before they expired, to make room (pending logins and OAuth states; never logouts).",
+	}, embeddedStores.evictions)
+
 	allCollectors = []prometheus.Collector{
 		scenesCreated, scans, duplicatePushes, pushRejections, logins, loginsDenied, logouts, wechatFailures,
-		wechatCalls, waiting,
+		wechatCalls, waiting, limited, evictions,
 	}
 )
 
@@ -88,6 +100,44 @@ func (promMetrics) LoginDenied(method string)  { loginsDenied.WithLabelValues(me
 func (promMetrics) Logout()                    { logouts.Inc() }
 func (promMetrics) WeChatFailure(call string)  { wechatFailures.WithLabelValues(call).Inc() }
 func (promMetrics) Waiting(delta int)          { waiting.Add(float64(delta)) }
+func (promMetrics) Limited(what string)        { limited.WithLabelValues(what).Inc() }
 func (promMetrics) WeChatCall(endpoint, outcome string, took time.Duration) {
 	wechatCalls.WithLabelValues(endpoint, outcome).Observe(took.Seconds())
+}
+
+// embeddedStores tracks the embedded stores of this process for the
+// evictions counter, which must only ever grow: a store's count is kept when
+// the store is closed.
+var embeddedStores = &storeSet{live: make(map[*bigcachestore.Store]struct{})}
+
+type storeSet struct {
+	mu   sync.Mutex
+	live map[*bigcachestore.Store]struct{}
+	gone uint64
+}
+
+func (s *storeSet) add(st *bigcachestore.Store) {
+	s.mu.Lock()
+	s.live[st] = struct{}{}
+	s.mu.Unlock()
+}
+
+// remove forgets st, keeping its evictions; call it before closing st.
+func (s *storeSet) remove(st *bigcachestore.Store) {
+	s.mu.Lock()
+	if _, ok := s.live[st]; ok {
+		delete(s.live, st)
+		s.gone += st.Stats().Evictions
+	}
+	s.mu.Unlock()
+}
+
+func (s *storeSet) evictions() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.gone
+	for st := range s.live {
+		n += st.Stats().Evictions
+	}
+	return float64(n)
 }

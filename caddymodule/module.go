@@ -113,6 +113,11 @@ type Handler struct {
 	RedisURL    string `json:"redis_url,omitempty"`
 	RedisPrefix string `json:"redis_prefix,omitempty"`
 
+	// RevocationFile is where logouts are kept with the memory store, so a
+	// restart forgets none. Default: a file per app under Caddy's data
+	// directory. With store redis, Redis keeps them.
+	RevocationFile string `json:"revocation_file,omitempty"`
+
 	// Sandbox serves a fake WeChat under {prefix}/sandbox and wires
 	// everything to it, so the whole login can be tried without a WeChat
 	// account. Never for production.
@@ -122,6 +127,7 @@ type Handler struct {
 	logger        *zap.Logger
 	shared        *sharedState
 	poolKey       string
+	revKey        string
 	sandbox       *sandbox
 	sandboxPrefix string
 }
@@ -163,6 +169,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		QRRateBurst:          h.QRRateBurst,
 		Logger:               h.logger,
 		ClientIP:             clientIP,
+		TrustedProxy:         trustedProxy,
 	}
 	var err error
 	for _, f := range []struct {
@@ -237,6 +244,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	cfg.Store = h.shared.store
 	cfg.Notifier = h.shared.notifier
+	if storeCfg.kind == "memory" {
+		if cfg.Revocations, err = h.revocations(repl, cfg.AppID); err != nil {
+			return err
+		}
+	}
 	cfg.TokenSource = h.shared.tokens(cfg)
 
 	h.mw, err = middleware.New(cfg)
@@ -274,12 +286,18 @@ func (h *Handler) Cleanup() error {
 	if h.mw != nil {
 		_ = h.mw.Close()
 	}
+	var errs []error
+	if h.revKey != "" {
+		_, err := pool.Delete(h.revKey)
+		errs = append(errs, err)
+		h.revKey = ""
+	}
 	if h.shared != nil {
 		_, err := pool.Delete(h.poolKey)
+		errs = append(errs, err)
 		h.shared = nil
-		return err
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -337,6 +355,13 @@ func clientIP(r *http.Request) string {
 		host = host[:i]
 	}
 	return strings.Trim(host, "[]")
+}
+
+// trustedProxy reports whether Caddy found the request's peer in the
+// server's trusted_proxies; only then is X-Forwarded-Proto believed.
+func trustedProxy(r *http.Request) bool {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
 }
 
 // Interface guards

@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/revocation"
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
 	"github.com/wechat-login/caddy-wechat-login/middleware/redisstore"
@@ -51,6 +53,9 @@ func (h *Handler) storeConfig(repl *caddy.Replacer) (storeConfig, error) {
 			return sc, errors.New("redis_url is only for store redis")
 		}
 		return sc, nil
+	}
+	if h.RevocationFile != "" {
+		return sc, errors.New("revocation_file is only for store memory: with store redis, Redis keeps the logouts")
 	}
 	url, err := repl.ReplaceOrErr(h.RedisURL, true, true)
 	if err != nil {
@@ -96,7 +101,8 @@ func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*s
 		}
 		st.store = s
 		st.notifier = &middleware.LocalNotifier{}
-		st.closers = []func() error{s.Close}
+		embeddedStores.add(s)
+		st.closers = []func() error{func() error { embeddedStores.remove(s); return nil }, s.Close}
 	}
 	return st, nil
 }
@@ -123,6 +129,57 @@ func (s *sharedState) Destruct() error {
 		errs = append(errs, c())
 	}
 	return errors.Join(errs...)
+}
+
+// revocations returns the file-backed list of logouts for the memory
+// store. It is pooled by file path, so a reload, and every site of this
+// process that names the same file, share one list: two lists appending to
+// one file would lose records when either rewrites it.
+func (h *Handler) revocations(repl *caddy.Replacer, appID string) (middleware.RevocationList, error) {
+	path, err := repl.ReplaceOrErr(h.RevocationFile, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("revocation_file: %w", err)
+	}
+	if path == "" {
+		path = filepath.Join(caddy.AppDataDir(), "wechat_login", "revocations-"+fileSafe(appID))
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, fmt.Errorf("revocation_file: %w", err)
+	}
+	h.revKey = "wechat_login_revocations:" + path
+	v, _, err := pool.LoadOrNew(h.revKey, func() (caddy.Destructor, error) {
+		l, err := revocation.Open(path, nil)
+		if err != nil {
+			return nil, err
+		}
+		return revocationList{l}, nil
+	})
+	if err != nil {
+		h.revKey = ""
+		return nil, fmt.Errorf("revocation_file: %w", err)
+	}
+	return v.(revocationList).List, nil
+}
+
+// revocationList lets the usage pool close the file when the last config
+// using it is gone.
+type revocationList struct{ *revocation.List }
+
+func (l revocationList) Destruct() error { return l.Close() }
+
+// fileSafe keeps the letters, digits, '-' and '_' of s, for a file name.
+func fileSafe(s string) string {
+	b := []byte(s)
+	out := b[:0]
+	for _, c := range b {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return "default"
+	}
+	return string(out)
 }
 
 // poolKey names the shared state by what it depends on: the app (and its

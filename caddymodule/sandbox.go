@@ -97,11 +97,19 @@ func newSandbox(cfg middleware.Config) (*sandbox, error) {
 		OriginalID:     sandboxGhID,
 		CallbackURL:    sandboxHost + strings.TrimSuffix(cfg.Endpoint.Open, "/sandbox") + "/callback",
 		Mode:           wechattest.Safe,
+		// The fake's pages are served by the site they log in to, whose
+		// host is only known per request: they redirect only to the host
+		// they were requested on, so that the public sandbox is no open
+		// redirector.
+		RedirectSameHost: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	if err := p.AddApp(wechattest.App{AppID: sandboxOpenAppID, AppSecret: sandboxOpenSecret, Kind: wechattest.WebsiteApp}); err != nil {
+	if err := p.AddApp(wechattest.App{
+		AppID: sandboxOpenAppID, AppSecret: sandboxOpenSecret, Kind: wechattest.WebsiteApp,
+		RedirectSameHost: true,
+	}); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	sb.platform = p
@@ -125,8 +133,11 @@ func (h *Handler) serveSandbox(w http.ResponseWriter, r *http.Request) bool {
 
 // sandboxScan makes the fake phone scan the QR code shown on the login page
 // as the chosen test user: POST {prefix}/sandbox/scan with form fields qr
-// (the QR's content URL) and user. With reply=1 the phone instead sends the
-// chat message "1", which confirms a scan when confirm_in_chat is on.
+// (the QR's content URL) and user. With reply=<text> the phone instead sends
+// that chat message: the confirmation code from the scan's chat reply
+// confirms a scan when confirm_in_chat is on, and the "not me" code from the
+// login's reply ends the login. The answer carries the chat reply, from which
+// the login page takes the code.
 func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -149,6 +160,10 @@ func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 	var d *wechattest.Delivery
 	var err error
 	if text := r.PostForm.Get("reply"); text != "" {
+		if len(text) > 64 {
+			sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "reply too long"})
+			return
+		}
 		d, err = h.sandbox.platform.Push(ctx, sandboxAppID, &wechat.Event{
 			ToUserName:   sandboxGhID,
 			FromUserName: h.sandbox.platform.OpenID(sandboxAppID, user),

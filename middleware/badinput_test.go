@@ -48,6 +48,7 @@ func (c *countingMetrics) Login(m string)         { c.inc("login:" + m) }
 func (c *countingMetrics) LoginDenied(m string)   { c.inc("denied:" + m) }
 func (c *countingMetrics) Logout()                { c.inc("logout") }
 func (c *countingMetrics) WeChatFailure(w string) { c.inc("wechat:" + w) }
+func (c *countingMetrics) Limited(w string)       { c.inc("limited:" + w) }
 func (c *countingMetrics) WeChatCall(e, o string, _ time.Duration) {
 	c.inc("call:" + e + ":" + o)
 }

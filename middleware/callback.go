@@ -168,6 +168,12 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 		writeText(w, http.StatusForbidden, "stale push")
 		return
 	}
+	if replyCrypter == nil {
+		if status, reason := m.checkPlainReuse(r.Context(), p, body); status != 0 {
+			writeText(w, status, reason)
+			return
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), pushBudget)
 	defer cancel()
@@ -235,12 +241,54 @@ func (m *Middleware) openPush(body []byte, p map[string]string) (plain []byte, r
 	return plain, reply, 0, ""
 }
 
+// checkPlainReuse binds a plaintext push's signed query to its body. The
+// URL signature covers only token, timestamp and nonce, so whoever saw one
+// push URL (in an access log, a proxy, a trace) could post any body under
+// it while the timestamp is fresh. The first body seen under a signed query
+// is remembered: WeChat's retries (same URL, same bytes) go on and are
+// answered as the first delivery was; any other body is refused. The
+// freshness window makes a query useless after PushMaxAge, so it is
+// remembered for a little over twice that (clocks may differ either way).
+func (m *Middleware) checkPlainReuse(ctx context.Context, p map[string]string, body []byte) (int, string) {
+	q := sha256.Sum256([]byte(p["signature"] + "|" + p["timestamp"] + "|" + p["nonce"]))
+	key := "pushurl:" + hex.EncodeToString(q[:16])
+	sum := sha256.Sum256(body)
+	ttl := 2*m.cfg.PushMaxAge + time.Minute
+	for range 2 {
+		err := m.store.Create(ctx, key, sum[:], ttl)
+		if err == nil {
+			return 0, ""
+		}
+		if !errors.Is(err, store.ErrExists) {
+			m.log.Error("cannot record plaintext push URL; WeChat will retry", zap.Error(err))
+			return http.StatusServiceUnavailable, "temporarily unavailable"
+		}
+		seen, err := m.store.Get(ctx, key)
+		switch {
+		case err == nil && bytes.Equal(seen, sum[:]):
+			return 0, "" // a retry of the same push
+		case err == nil:
+			m.metrics.PushRejected("replay")
+			m.log.Warn("plaintext push URL reused with another body; refused")
+			return http.StatusForbidden, "push URL already used for another body"
+		case errors.Is(err, store.ErrNotFound):
+			continue // expired between the two calls
+		default:
+			m.log.Error("cannot check plaintext push URL; WeChat will retry", zap.Error(err))
+			return http.StatusServiceUnavailable, "temporarily unavailable"
+		}
+	}
+	return http.StatusServiceUnavailable, "temporarily unavailable"
+}
+
 // processPush applies a verified push. Login scans confirm their scene;
 // everything else is acknowledged or passed on.
 func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResult {
 	kind := ev.Kind()
-	if m.cfg.ConfirmInChat && ev.MsgType == "text" && isConfirmation(ev.Content) {
-		return m.confirmByReply(ctx, ev)
+	if ev.MsgType == "text" {
+		if res, handled := m.handleChatCode(ctx, ev); handled {
+			return res
+		}
 	}
 	scene, ok := ev.LoginScene()
 	if !ok || (kind != wechat.EventSubscribe && kind != wechat.EventScan) {
@@ -265,13 +313,23 @@ func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResu
 // nothing either: the first scan wins.
 func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event) pushResult {
 	marker := dedupeKey(ev)
-	if _, err := m.store.Get(ctx, marker); err == nil {
+	if v, err := m.store.Get(ctx, marker); err == nil {
 		m.metrics.DuplicatePush()
+		if len(v) > 1 {
+			return pushResult{reply: string(v)} // the answer the first copy got
+		}
 		return pushResult{reply: m.loginReply()}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return pushResult{failure: fmt.Errorf("check push dedupe: %w", err)}
 	}
 
+	// The login's codes are drawn now. When the scan completes the login at
+	// once, its "not me" code must work before the reply offers it; if the
+	// scan turns out not to change the scene, the unused code is removed.
+	codes := m.newLoginCodes()
+	if !m.cfg.ConfirmInChat {
+		codes.NotMe = m.offerNotMe(ctx, ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL))
+	}
 	var refused string // why the scene was left as it is
 	unionID, fetched := "", false
 	rec, changed, err := m.updateScene(ctx, scene, func(rec *sceneRecord) bool {
@@ -291,10 +349,14 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 				rec.State = StateScanned
 			}
 			rec.OpenID, rec.UnionID, rec.ScanKey = ev.FromUserName, unionID, marker
+			rec.SID, rec.NotMeCode, rec.ConfirmCode, rec.ConfirmTries = codes.SID, codes.NotMe, codes.Confirm, 0
 			return true
 		}
 		return false
 	})
+	if !changed && !m.cfg.ConfirmInChat && codes.NotMe != "" {
+		m.disarmNotMe(ctx, ev.FromUserName, codes.NotMe)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		m.metrics.Scan("expired")
@@ -305,10 +367,13 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		switch refused {
 		case "duplicate":
 			m.metrics.DuplicatePush()
-			if rec.State == StateScanned {
+			switch rec.State {
+			case StateScanned:
 				return pushResult{reply: m.confirmPrompt(rec)}
+			case StateConfirmed:
+				return pushResult{reply: m.loginReplyFor(rec)}
 			}
-			return pushResult{reply: m.loginReply()}
+			return pushResult{reply: m.cfg.ExpiredReply}
 		case "mismatch":
 			m.log.Warn("scan ticket does not match the scene's ticket; ignored", zap.String("scene", scene[:8]))
 		default:
@@ -318,9 +383,15 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		return pushResult{reply: m.cfg.ExpiredReply}
 	}
 
-	// The transition is done; the marker only lets later retries be
-	// answered without a store round trip, so its failure is harmless.
-	if err := m.store.Create(ctx, marker, []byte{1}, dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
+	reply := m.loginReplyFor(rec)
+	if rec.State == StateScanned {
+		reply = m.confirmPrompt(rec)
+	}
+	// The transition is done; the marker (holding the reply, codes and
+	// all) lets later retries be answered the same way even after the
+	// scene is redeemed. Its failure is harmless: the scene record answers
+	// them while it exists.
+	if err := m.store.Create(ctx, marker, []byte(reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
 		m.log.Warn("cannot record push dedupe marker", zap.Error(err))
 	}
 	m.notify(ctx, scene)
@@ -328,10 +399,10 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 	if rec.State == StateScanned {
 		m.awaitConfirmation(ctx, scene, rec)
 		m.metrics.Scan("scanned")
-		return pushResult{reply: m.confirmPrompt(rec)}
+		return pushResult{reply: reply}
 	}
 	m.metrics.Scan("confirmed")
-	return pushResult{reply: m.loginReply()}
+	return pushResult{reply: reply}
 }
 
 // updateScene applies change to a scene's record with compare-and-swap,
@@ -377,8 +448,8 @@ func confirmKey(openID string) string {
 	return "confirm:" + hex.EncodeToString(sum[:16])
 }
 
-// awaitConfirmation remembers which scene the scanner's next "1" confirms:
-// the code they scanned last.
+// awaitConfirmation remembers which scene the scanner's confirmation code
+// is for: the QR code they scanned last.
 func (m *Middleware) awaitConfirmation(ctx context.Context, scene string, rec sceneRecord) {
 	ttl := time.Unix(rec.ExpiresAt, 0).Sub(m.cfg.Now())
 	if ttl < time.Second {
@@ -389,56 +460,6 @@ func (m *Middleware) awaitConfirmation(ctx context.Context, scene string, rec sc
 	if err := m.store.Create(ctx, key, []byte(scene), ttl); err != nil && !errors.Is(err, store.ErrExists) {
 		m.log.Warn("cannot record the pending confirmation", zap.Error(err))
 	}
-}
-
-// isConfirmation reports whether a chat message confirms a login.
-func isConfirmation(content string) bool {
-	switch strings.ToLower(strings.TrimSpace(content)) {
-	case "1", "确认", "confirm", "yes":
-		return true
-	}
-	return false
-}
-
-func (m *Middleware) confirmPrompt(rec sceneRecord) string {
-	return fmt.Sprintf(m.cfg.ConfirmReply, m.cfg.SiteName, rec.Client)
-}
-
-// confirmByReply completes a scanned login when its scanner replies "1".
-// Only the person who scanned can confirm it, and only the code they
-// scanned last; anything else is left to the site (or answered "success").
-func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event) pushResult {
-	raw, err := m.store.Get(ctx, confirmKey(ev.FromUserName))
-	if errors.Is(err, store.ErrNotFound) {
-		return pushResult{pass: true}
-	}
-	if err != nil {
-		return pushResult{failure: fmt.Errorf("look up pending confirmation: %w", err)}
-	}
-	scene := string(raw)
-	rec, changed, err := m.updateScene(ctx, scene, func(rec *sceneRecord) bool {
-		if rec.OpenID != ev.FromUserName || rec.State != StateScanned {
-			return false
-		}
-		rec.State = StateConfirmed
-		return true
-	})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return pushResult{reply: m.cfg.ExpiredReply}
-	case err != nil:
-		return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}
-	case !changed && rec.OpenID == ev.FromUserName && rec.State == StateConfirmed:
-		return pushResult{reply: m.loginReply()} // WeChat's retry of the same reply
-	case !changed:
-		return pushResult{pass: true}
-	}
-	// A later "1" is an ordinary message again.
-	_ = m.store.Delete(ctx, confirmKey(ev.FromUserName))
-	m.notify(ctx, scene)
-	m.log.Info("login confirmed in chat", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)))
-	m.metrics.Scan("confirmed")
-	return pushResult{reply: m.loginReply()}
 }
 
 // lookupUnionID asks WeChat for the follower's unionid. A failure leaves the

@@ -85,7 +85,12 @@ type Config struct {
 	PushMaxAge time.Duration
 
 	// PublicPaths are path prefixes served without a session (for example
-	// "/static/" or "/healthz").
+	// "/static/" or "/healthz"). A prefix matches at a segment boundary
+	// only ("/healthz" opens "/healthz" and "/healthz/x", not "/healthzz"),
+	// and only request paths in canonical form are public: a path with dot
+	// or empty segments, a backslash, or an encoded slash, backslash, dot
+	// or percent sign always needs a session, whatever prefix it starts
+	// with, because the handler behind may resolve it elsewhere.
 	PublicPaths []string
 
 	// AllowedOpenIDs and AllowedUnionIDs, when either is non-empty, restrict
@@ -118,13 +123,21 @@ type Config struct {
 
 	// ConfirmInChat adds a confirmation step to QR logins: the scan only
 	// moves the login to "scanned" and the chat reply tells the user which
-	// browser (family and address) is asking, and asks them to reply "1"
-	// to confirm. A QR code relayed to a victim (QRLJacking) then needs the
-	// victim to confirm a login they can see is not theirs.
+	// browser (family and address) is asking, and gives a six-digit code
+	// drawn for this login alone. Only the scanner replying with that code
+	// confirms it; everyday replies ("1", "yes", "确认") confirm nothing and
+	// reach the site like any message, and after five wrong codes the login
+	// is refused. A QR code relayed to a victim (QRLJacking) then needs the
+	// victim to type the code of a login they can see is not theirs.
+	//
+	// Whether or not it is set, the reply after every QR login also offers
+	// a "not me" code that ends that login at once.
 	ConfirmInChat bool
 
 	// ConfirmReply is the chat message asking for that confirmation; "%s"
-	// is replaced by SiteName and "%[2]s" by the browser's description.
+	// is replaced by SiteName, "%[2]s" by the browser's description and
+	// "%[3]s" by the confirmation code. A text without "%[3]s" gets the
+	// code on a line of its own after it.
 	ConfirmReply string
 
 	// FetchUnionID looks up the scanner's unionid through cgi-bin/user/info
@@ -145,14 +158,33 @@ type Config struct {
 	QRRateLimit float64
 	QRRateBurst int
 
+	// QRCeiling is the most QR codes this instance (and, with a store that
+	// counts across instances, the whole cluster) creates per minute,
+	// whatever the client addresses. Default 60, which keeps a day's use
+	// (86,400) under WeChat's daily qrcode/create quota of 100,000.
+	QRCeiling int
+
+	// MaxWaiting bounds how many browsers may wait on this instance at
+	// once (long-polls and event streams); more get 429. Default 20,000.
+	// One login code has at most 4 waiting at once, whatever this says.
+	MaxWaiting int
+
 	// ClientIP returns the client address used for rate limiting. Default:
 	// the host part of r.RemoteAddr. Set it when behind a trusted proxy.
+	// Limits count IPv6 clients by their /64.
 	ClientIP func(r *http.Request) string
 
-	// TrustForwardedProto treats a request with "X-Forwarded-Proto: https"
-	// as HTTPS when choosing cookie attributes. Only enable it behind a
-	// proxy that sets the header.
+	// TrustForwardedProto treats every request with "X-Forwarded-Proto:
+	// https" as HTTPS when choosing cookie attributes and redirect_uris.
+	// Only enable it when every request comes through a proxy that sets
+	// the header; otherwise use TrustedProxy.
 	TrustForwardedProto bool
+
+	// TrustedProxy reports whether a request came from a proxy whose
+	// X-Forwarded-Proto header is to be believed; from any other peer the
+	// header changes nothing. The Caddy module answers it from Caddy's
+	// trusted_proxies.
+	TrustedProxy func(r *http.Request) bool
 
 	// Endpoint overrides WeChat's base URLs (for the fake WeChat in tests
 	// and the sandbox).
@@ -168,6 +200,19 @@ type Config struct {
 	// Store keeps scenes, push dedupe markers and revocations. Default: an
 	// embedded bigcache store, which is right for a single instance only.
 	Store store.Store
+
+	// RevocationFile is the file where logouts are kept when the Store is
+	// not a durable shared one (the embedded default is not): every logout
+	// is written to it before the response, and read back at start, so a
+	// restart forgets none and logs nobody else out. Empty keeps them in
+	// memory only (a restart then forgets every logout; New logs a
+	// warning). One process per file.
+	RevocationFile string
+
+	// Revocations, when set, keeps logouts instead of the Store or
+	// RevocationFile. The Caddy module passes a file-backed list that
+	// outlives configuration reloads.
+	Revocations RevocationList
 
 	// Notifier wakes waiting browsers when a scene changes. Default: in
 	// process, which is right for a single instance only.
@@ -196,7 +241,7 @@ const (
 	defaultPushMaxAge      = 5 * time.Minute
 	defaultSiteName        = "this site"
 	defaultLoginReply      = "已登录 %s。\nYou are now logged in to %[1]s."
-	defaultConfirmReply    = "有人正在用你的微信登录 %s（%s）。回复 1 确认登录；如果不是你本人，请忽略。\nSomeone is logging in to %[1]s as you (%[2]s). Reply 1 to confirm; if this is not you, ignore it."
+	defaultConfirmReply    = "有人正在用你的微信登录 %s（%s）。如果是你本人，请回复确认码 %s 完成登录；如果不是，请忽略本消息。\nSomeone is logging in to %[1]s as you (%[2]s). If this is you, reply with the code %[3]s to confirm; if not, ignore this message."
 	defaultExpiredReply    = "这个登录二维码已失效，请在网页上刷新后重新扫码。\nThis login code has expired: refresh the page and scan again."
 	minSessionKeyLen       = 32
 )
@@ -267,13 +312,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QRRateBurst == 0 {
 		c.QRRateBurst = 5
 	}
+	if c.QRCeiling < 0 || c.MaxWaiting < 0 {
+		return c, errors.New("middleware: QRCeiling and MaxWaiting must not be negative")
+	}
+	if c.QRCeiling == 0 {
+		c.QRCeiling = 60
+	}
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = defaultMaxWaiters
+	}
 	if err := c.oauthDefaults(); err != nil {
 		return c, err
 	}
-	for i, p := range c.PublicPaths {
-		if !strings.HasPrefix(p, "/") {
-			return c, fmt.Errorf("middleware: PublicPaths[%d] %q must start with /", i, p)
-		}
+	if _, err := newPublicPaths(c.PublicPaths); err != nil {
+		return c, err
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = remoteHost

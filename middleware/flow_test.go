@@ -350,8 +350,9 @@ func TestClusterQRRateLimit(t *testing.T) {
 }
 
 // TestConfirmInChat: with the confirmation step, a scan only makes the
-// login "scanned", the chat reply names the asking browser, nobody but the
-// scanner can confirm, and the scanner's "1" completes the login.
+// login "scanned", the chat reply names the asking browser and carries a
+// code, nobody but the scanner can confirm, an everyday "1" confirms
+// nothing, and the scanner's reply of the code completes the login.
 func TestConfirmInChat(t *testing.T) {
 	env := newEnv(t, wechattest.Safe, func(c *Config) { c.ConfirmInChat = true })
 	b := env.browser()
@@ -369,7 +370,8 @@ func TestConfirmInChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(d.Reply.Content, "Reply 1") || !strings.Contains(d.Reply.Content, "Chrome on Windows, 127.0.0.1") {
+	code := promptCode(t, d.Reply.Content)
+	if !strings.Contains(d.Reply.Content, "reply with the code "+code) || !strings.Contains(d.Reply.Content, "Chrome on Windows, 127.0.0.1") {
 		t.Fatalf("confirmation prompt %q", d.Reply.Content)
 	}
 	select {
@@ -395,16 +397,20 @@ func TestConfirmInChat(t *testing.T) {
 		}
 		return d
 	}
-	// Someone else's "1", and the scanner's unrelated message, change nothing.
-	if d := reply("bob", "1"); d.Status != wechattest.StatusAcknowledged {
+	// Someone else's copy of the code, and the scanner's unrelated
+	// messages ("1" included), change nothing.
+	if d := reply("bob", code); d.Status != wechattest.StatusAcknowledged {
 		t.Fatalf("bob's reply: %+v", d)
 	}
 	reply("alice", "hello")
+	if d := reply("alice", "1"); d.Status != wechattest.StatusAcknowledged {
+		t.Fatalf("the scanner's 1: %+v", d)
+	}
 	if env.sceneState(scene) != StateScanned {
 		t.Fatalf("scene became %s without the scanner's confirmation", env.sceneState(scene))
 	}
 	// The scanner confirms.
-	d = reply("alice", " 1 ")
+	d = reply("alice", " "+code+" ")
 	if d.Reply == nil || !strings.Contains(d.Reply.Content, "logged in to Example") {
 		t.Fatalf("confirmation reply %+v", d.Reply)
 	}
@@ -415,9 +421,9 @@ func TestConfirmInChat(t *testing.T) {
 	if id := b.get("/in", nil).json(t); id["openid"] != env.fake.OpenID(testAppID, "alice") {
 		t.Fatalf("upstream saw %v", id)
 	}
-	// A later "1" is an ordinary message again.
-	if d := reply("alice", "1"); d.Status != wechattest.StatusAcknowledged {
-		t.Fatalf("a later 1: %+v", d)
+	// The code is spent: sent again, it is an ordinary message.
+	if d := reply("alice", code); d.Status != wechattest.StatusAcknowledged {
+		t.Fatalf("the code sent again: %+v", d)
 	}
 }
 

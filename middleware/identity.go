@@ -25,8 +25,6 @@ const (
 	HeaderLoginMethod = "X-WeChat-Login-Method"
 )
 
-var identityHeaders = []string{HeaderOpenID, HeaderUnionID, HeaderAppID, HeaderLoginMethod}
-
 // Identity is the logged-in WeChat user.
 type Identity struct {
 	AppID   string `json:"app_id"`
@@ -66,10 +64,40 @@ func setIdentityHeaders(h http.Header, id Identity) {
 	}
 }
 
+// stripIdentityHeaders removes every header in the X-WeChat- namespace, in
+// any spelling: CGI, PHP and many frameworks read "X_WeChat_OpenID" and
+// "X.WeChat.OpenID" as the same variable as X-WeChat-OpenID
+// (HTTP_X_WECHAT_OPENID), and net/http does not canonicalise names with
+// underscores or dots, so deleting the canonical names alone is not enough.
 func stripIdentityHeaders(h http.Header) {
-	for _, k := range identityHeaders {
-		h.Del(k)
+	for k := range h {
+		if isIdentityHeaderName(k) {
+			delete(h, k)
+		}
 	}
+}
+
+// isIdentityHeaderName reports whether a header name reads as
+// "x-wechat-…" once letters are lower-cased and every other character is
+// taken as a separator.
+func isIdentityHeaderName(k string) bool {
+	const ns = "x-wechat-"
+	if len(k) < len(ns) {
+		return false
+	}
+	for i := 0; i < len(ns); i++ {
+		c := k[i]
+		if ns[i] == '-' {
+			if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+				return false
+			}
+			continue
+		}
+		if c|0x20 != ns[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // logID shortens an openid (or any identifier) for logs: enough to correlate

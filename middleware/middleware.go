@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -39,6 +40,7 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
 	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
 	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
+	"github.com/wechat-login/caddy-wechat-login/internal/revocation"
 	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
@@ -47,22 +49,29 @@ import (
 // Middleware is the WeChat login middleware. Create it with New; it is safe
 // for concurrent use and immutable after creation.
 type Middleware struct {
-	cfg       Config
-	log       *zap.Logger
-	wc        *wechat.Client
-	crypter   *wechat.Crypter // nil when pushes are plaintext
-	store     store.Store
-	ownStore  bool
-	notifier  Notifier
-	seal      *cookieseal.Codec
-	redirects redirect.Policy
-	qrLimiter *ratelimit.Limiter
+	cfg      Config
+	log      *zap.Logger
+	wc       *wechat.Client
+	crypter  *wechat.Crypter // nil when pushes are plaintext
+	store    store.Store
+	ownStore bool
+	// revocations keeps logouts; ownRevocations is closed by Close.
+	revocations    revocations
+	ownRevocations io.Closer
+	notifier       Notifier
+	seal           *cookieseal.Codec
+	redirects      redirect.Policy
+	qrLimiter      *ratelimit.Limiter
 	// oauthLimiter bounds how many OAuth flows one address may start: each
 	// start writes a state to the store.
 	oauthLimiter *ratelimit.Limiter
-	csrf         *http.CrossOriginProtection
-	metrics      Metrics
-	page         *loginPage
+	// qrCeiling bounds QR creation by this instance, whatever the address.
+	qrCeiling *ratelimit.Limiter
+	waiters   *waiters
+	csrf      *http.CrossOriginProtection
+	metrics   Metrics
+	page      *loginPage
+	public    publicPaths
 
 	done      chan struct{} // closed by Close: waiting requests end
 	closeOnce sync.Once
@@ -86,6 +95,9 @@ func New(cfg Config) (*Middleware, error) {
 	m.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
+	if m.public, err = newPublicPaths(cfg.PublicPaths); err != nil {
+		return nil, err
+	}
 	if m.seal, err = newSealer(cfg.SessionKeys); err != nil {
 		return nil, fmt.Errorf("middleware: SessionKeys: %w", err)
 	}
@@ -96,6 +108,9 @@ func New(cfg Config) (*Middleware, error) {
 	} else if len(cfg.PreviousEncodingAESKeys) > 0 {
 		return nil, errors.New("middleware: PreviousEncodingAESKeys given without EncodingAESKey")
 	}
+	if m.crypter == nil || cfg.AllowPlaintextPushes {
+		m.log.Warn("WeChat pushes are accepted in plaintext (no EncodingAESKey, or AllowPlaintextPushes): their signature does not cover the message, which is only right for WeChat test accounts; use encrypted (safe) mode with an EncodingAESKey in production")
+	}
 	m.wc = &wechat.Client{
 		AppID:      cfg.AppID,
 		AppSecret:  cfg.AppSecret,
@@ -105,6 +120,8 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
 	m.oauthLimiter = ratelimit.New(oauthStartsPerMinute/60, oauthStartBurst, ratelimit.WithClock(cfg.Now))
+	m.qrCeiling = ratelimit.New(float64(cfg.QRCeiling)/60, cfg.QRCeiling, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1))
+	m.waiters = &waiters{max: cfg.MaxWaiting}
 	m.notifier = cfg.Notifier
 	if m.notifier == nil {
 		m.notifier = &LocalNotifier{}
@@ -117,10 +134,40 @@ func New(cfg Config) (*Middleware, error) {
 		}
 		m.store, m.ownStore = s, true
 	}
+	if err := m.setUpRevocations(); err != nil {
+		_ = m.Close()
+		return nil, err
+	}
 	if m.page, err = newLoginPage(cfg); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// setUpRevocations chooses where logouts are kept. A logout must hold for
+// as long as the session it ends could still be valid, so revocations never
+// go where entries can be evicted early: into a store that promises not to
+// (store.Durable: Redis, shared by every instance), into the list given in
+// Config.Revocations, or into a list of the middleware's own, persisted to
+// Config.RevocationFile when one is named.
+func (m *Middleware) setUpRevocations() error {
+	if m.cfg.Revocations != nil {
+		m.revocations = listRevocations{m.cfg.Revocations}
+		return nil
+	}
+	if d, ok := m.store.(store.Durable); ok && d.Durable() {
+		m.revocations = storeRevocations{s: m.store, now: m.cfg.Now}
+		return nil
+	}
+	l, err := revocation.Open(m.cfg.RevocationFile, m.cfg.Now)
+	if err != nil {
+		return fmt.Errorf("middleware: RevocationFile: %w", err)
+	}
+	if m.cfg.RevocationFile == "" {
+		m.log.Warn("logouts are kept in memory only and are forgotten on restart; set RevocationFile (Caddy: revocation_file) or use a shared store")
+	}
+	m.revocations, m.ownRevocations = listRevocations{l}, l
+	return nil
 }
 
 // SetMetrics installs a metrics sink. It must be called before the
@@ -139,6 +186,9 @@ func (m *Middleware) Close() error {
 		close(m.done)
 		if m.ownStore {
 			err = m.store.Close()
+		}
+		if m.ownRevocations != nil {
+			err = errors.Join(err, m.ownRevocations.Close())
 		}
 	})
 	return err
@@ -163,7 +213,7 @@ func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http
 		m.route(w, r, strings.TrimPrefix(path, m.cfg.Prefix), next)
 		return
 	}
-	if m.isPublic(path) {
+	if m.public.match(r.URL) {
 		next.ServeHTTP(w, r)
 		return
 	}
@@ -213,15 +263,6 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 	}
 }
 
-func (m *Middleware) isPublic(path string) bool {
-	for _, p := range m.cfg.PublicPaths {
-		if strings.HasPrefix(path, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // allowed applies the optional openid/unionid allowlists.
 func (m *Middleware) allowed(id Identity) bool {
 	if len(m.cfg.AllowedOpenIDs) == 0 && len(m.cfg.AllowedUnionIDs) == 0 {
@@ -241,9 +282,10 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
-	login := m.loginURL(r.URL.RequestURI())
+	back := returnAddress(r)
+	login := m.loginURL(back)
 	if wantsHTML(r) {
-		if next, ok := m.cleanNext([]string{r.URL.RequestURI()}); ok && m.oauthAutoRedirect(w, r, next) {
+		if next, ok := m.cleanNext([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -393,6 +435,9 @@ type Metrics interface {
 	// Waiting counts browsers waiting on a scene (long-poll or events):
 	// +1 when one starts, -1 when it ends.
 	Waiting(delta int)
+	// Limited reports a request refused by a limit: "qr_ceiling",
+	// "waiters_scene" or "waiters_instance".
+	Limited(what string)
 }
 
 type nopMetrics struct{}
@@ -407,3 +452,4 @@ func (nopMetrics) Logout()                                  {}
 func (nopMetrics) WeChatFailure(string)                     {}
 func (nopMetrics) WeChatCall(string, string, time.Duration) {}
 func (nopMetrics) Waiting(int)                              {}
+func (nopMetrics) Limited(string)                           {}

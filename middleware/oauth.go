@@ -355,7 +355,7 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 		m.oauthSucceeded(w, r, next, popup, "")
 		return
 	}
-	if ok, retry := m.oauthLimiter.Allow(m.cfg.ClientIP(r)); !ok {
+	if ok, retry := m.oauthLimiter.Allow(clientKey(m.cfg.ClientIP(r))); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		m.oauthPage(w, r, http.StatusTooManyRequests, msgTooMany, m.loginURL(next), nil)
 		return
@@ -384,7 +384,7 @@ func (m *Middleware) oauthAutoRedirect(w http.ResponseWriter, r *http.Request, n
 		m.log.Info("not starting WeChat authorization again: this browser keeps coming back without a session")
 		return false
 	}
-	if ok, _ := m.oauthLimiter.Allow(m.cfg.ClientIP(r)); !ok {
+	if ok, _ := m.oauthLimiter.Allow(clientKey(m.cfg.ClientIP(r))); !ok {
 		return false
 	}
 	m.startOAuth(w, r, oauthRecord{Method: MethodOAuth, Next: next}, b)

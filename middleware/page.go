@@ -60,7 +60,7 @@ var pageTexts = map[string]pageText{
 		NoScript: "This page needs JavaScript to show the login code.",
 		Simulate: "Simulate scan",
 
-		SimulateConfirm: "Simulate replying 1 in WeChat",
+		SimulateConfirm: "Simulate replying the code in WeChat",
 		AsUser:          "Scan as test user",
 		Sandbox:         "Sandbox: no real WeChat involved",
 		OpenLogin:       "Open the WeChat login window",
@@ -86,7 +86,7 @@ var pageTexts = map[string]pageText{
 		NoScript: "本页面需要启用 JavaScript 才能显示登录二维码。",
 		Simulate: "模拟扫码",
 
-		SimulateConfirm: "模拟在微信中回复 1",
+		SimulateConfirm: "模拟在微信中回复确认码",
 		AsUser:          "以测试用户身份扫码",
 		Sandbox:         "沙盒模式：不连接真实的微信",
 		OpenLogin:       "打开微信登录窗口",

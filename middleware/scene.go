@@ -45,6 +45,15 @@ type sceneRecord struct {
 	// ScanKey identifies the push that confirmed the scene, so WeChat's
 	// retries of that push are recognised and answered the same way.
 	ScanKey string `json:"scan,omitempty"`
+	// SID is the id of the session the scene is redeemed for, chosen at the
+	// scan so that the scanner's "not me" can revoke it.
+	SID string `json:"sid,omitempty"`
+	// NotMeCode ends the login when the scanner replies with it;
+	// ConfirmCode (with ConfirmInChat) completes it. ConfirmTries counts the
+	// scanner's wrong confirmation codes.
+	NotMeCode    string `json:"notme,omitempty"`
+	ConfirmCode  string `json:"ccode,omitempty"`
+	ConfirmTries int    `json:"ctries,omitempty"`
 }
 
 // bindingRecord is what the browser-binding cookie seals: the scene this
@@ -127,7 +136,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 	}
 	next, ok := m.cleanNext(r.Form["next"])
 	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid next: only paths on this site (or configured hosts) are allowed")
+		writeError(w, http.StatusBadRequest, "invalid next: only paths on this site (or configured hosts), at most 1024 bytes, are allowed")
 		return
 	}
 	ctx := r.Context()
@@ -142,9 +151,14 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if ok, retry := m.allowQR(ctx, m.cfg.ClientIP(r)); !ok {
+	if ok, retry := m.allowQR(ctx, clientKey(m.cfg.ClientIP(r))); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusTooManyRequests, "too many login codes requested from this address; try again later")
+		return
+	}
+	if ok, retry := m.allowQRCeiling(ctx); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
+		writeError(w, http.StatusServiceUnavailable, "this site is creating too many login codes right now; try again in a minute")
 		return
 	}
 
@@ -285,11 +299,14 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 {
 		// Subscribe before reading, so a change between the read and the
 		// wait is not missed.
+		done, ok := m.startWaiting(w, id)
+		if !ok {
+			return
+		}
+		defer done()
 		ch, cancel := m.notifier.Subscribe(sceneKey(id))
 		defer cancel()
 		wake = ch
-		m.metrics.Waiting(1)
-		defer m.metrics.Waiting(-1)
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -362,7 +379,11 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	var rec sceneRecord
 	if err := json.Unmarshal(raw, &rec); err != nil || rec.State != StateConfirmed || rec.OpenID == "" {
-		writeJSON(w, http.StatusOK, pollResponse{Status: StateExpired})
+		status := StateExpired
+		if rec.State == StateDenied {
+			status = StateDenied // the scanner said "not me" a moment ago
+		}
+		writeJSON(w, http.StatusOK, pollResponse{Status: status})
 		return
 	}
 	m.clearCookie(w, r, bindingCookie)
@@ -373,7 +394,14 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 		writeJSON(w, http.StatusOK, pollResponse{Status: StateDenied})
 		return
 	}
-	if err := m.issueSession(w, r, id2); err != nil {
+	// The session id was drawn at the scan, so the scanner's "not me" can
+	// end this session (scenes stored by older versions have none).
+	if rec.SID != "" {
+		err = m.issueSessionWithID(w, r, id2, rec.SID)
+	} else {
+		err = m.issueSession(w, r, id2)
+	}
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
@@ -399,10 +427,13 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// flusher underneath.
 	rc := http.NewResponseController(w)
 	ctx := r.Context()
+	done, ok := m.startWaiting(w, id)
+	if !ok {
+		return
+	}
+	defer done()
 	wake, cancel := m.notifier.Subscribe(sceneKey(id))
 	defer cancel()
-	m.metrics.Waiting(1)
-	defer m.metrics.Waiting(-1)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -518,10 +549,42 @@ func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duratio
 	return true, 0
 }
 
+// allowQRCeiling applies the ceiling on QR codes created by this instance
+// and, with a store that counts across instances, by the whole cluster: no
+// number of client addresses may spend more of the account's daily
+// qrcode/create quota than Config.QRCeiling a minute.
+func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
+	if ok, retry := m.qrCeiling.Allow(""); !ok {
+		m.metrics.Limited("qr_ceiling")
+		return false, retry
+	}
+	counter, shared := m.store.(store.Counter)
+	if !shared {
+		return true, 0
+	}
+	const window = time.Minute
+	now := m.cfg.Now()
+	start := now.Truncate(window)
+	n, err := counter.Incr(ctx, "rl:qr:all:"+strconv.FormatInt(start.Unix(), 10), window+10*time.Second)
+	if err != nil {
+		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
+		return true, 0
+	}
+	if n > int64(m.cfg.QRCeiling) {
+		m.metrics.Limited("qr_ceiling")
+		return false, start.Add(window).Sub(now)
+	}
+	return true, 0
+}
+
 func retryAfterSeconds(d time.Duration) int {
 	s := int((d + time.Second - 1) / time.Second)
 	return max(s, 1)
 }
+
+// maxNextLen caps the return address an anonymous request may have stored
+// with its login (it is kept for the life of a QR code or an OAuth state).
+const maxNextLen = 1024
 
 // cleanNext validates a `next` parameter; absent means "/".
 func (m *Middleware) cleanNext(v []string) (string, bool) {
@@ -532,9 +595,25 @@ func (m *Middleware) cleanNext(v []string) (string, bool) {
 		if v[0] == "" {
 			return "/", true
 		}
+		if len(v[0]) > maxNextLen {
+			return "", false
+		}
 		return m.redirects.Clean(v[0])
 	}
 	return "", false
+}
+
+// returnAddress is the `next` for a request that needs a login: the page it
+// asked for, or, when that is longer than a login may store, the page
+// without its query, or the home page.
+func returnAddress(r *http.Request) string {
+	if uri := r.URL.RequestURI(); len(uri) <= maxNextLen {
+		return uri
+	}
+	if p := r.URL.EscapedPath(); len(p) <= maxNextLen {
+		return p
+	}
+	return "/"
 }
 
 // describeClient is a coarse, human description of a browser, such as

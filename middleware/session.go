@@ -81,7 +81,8 @@ func (m *Middleware) isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	return m.cfg.TrustForwardedProto && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	trusted := m.cfg.TrustForwardedProto || m.cfg.TrustedProxy != nil && m.cfg.TrustedProxy(r)
+	return trusted && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 func (m *Middleware) cookieName(r *http.Request, base string) string {
@@ -157,7 +158,7 @@ func (m *Middleware) session(r *http.Request) (sessionRecord, error) {
 		return sessionRecord{}, errNoSession
 	}
 	rec, ok := decodeSession(payload)
-	if !ok || rec.SID == "" || rec.OpenID == "" {
+	if !ok || rec.SID == "" || rec.OpenID == "" || !m.ownApp(rec.AppID) {
 		return sessionRecord{}, errNoSession
 	}
 	if !rec.ExpiresAt.After(m.cfg.Now()) {
@@ -173,27 +174,86 @@ func (m *Middleware) session(r *http.Request) (sessionRecord, error) {
 	return rec, nil
 }
 
+// RevocationList keeps ended sessions until they would have expired anyway.
+// Config.Revocations takes one; the Caddy module passes a file-backed list
+// that outlives configuration reloads.
+type RevocationList interface {
+	// Revoke records that the session is ended until the given time, and
+	// returns only once that record is as durable as the list can make it.
+	Revoke(sessionID string, until time.Time) error
+	// Revoked reports whether the session was revoked.
+	Revoked(sessionID string) bool
+}
+
+// revocations is where the middleware keeps logouts: a store every instance
+// shares (Redis), or a list of this instance's own that nothing evicts.
+type revocations interface {
+	revoke(ctx context.Context, sid string, until time.Time) error
+	revoked(ctx context.Context, sid string) (bool, error)
+}
+
+// storeRevocations keeps revocations in a durable, shared store.
+type storeRevocations struct {
+	s   store.Store
+	now func() time.Time
+}
+
+// ownApp reports whether a session's app is one this middleware logs users
+// in with. Sites of different apps may share a session key (the sandbox's
+// do); a cookie from one must not open the other, whose openids mean
+// different people.
+func (m *Middleware) ownApp(appID string) bool {
+	return appID == m.cfg.AppID || appID != "" && appID == m.cfg.OpenAppID
+}
+
 func revocationKey(sid string) string { return "revoked:" + sid }
 
-func (m *Middleware) isRevoked(ctx context.Context, sid string) (bool, error) {
-	_, err := m.store.Get(ctx, revocationKey(sid))
+func (r storeRevocations) revoke(ctx context.Context, sid string, until time.Time) error {
+	err := r.s.Create(ctx, revocationKey(sid), []byte{1}, until.Sub(r.now()))
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+func (r storeRevocations) revoked(ctx context.Context, sid string) (bool, error) {
+	_, err := r.s.Get(ctx, revocationKey(sid))
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, store.ErrNotFound):
 		return false, nil
 	}
-	return false, fmt.Errorf("check session revocation: %w", err)
+	return false, err
 }
 
-// revoke marks a session as ended until it would have expired anyway.
+// listRevocations keeps revocations in a RevocationList.
+type listRevocations struct{ l RevocationList }
+
+func (r listRevocations) revoke(_ context.Context, sid string, until time.Time) error {
+	return r.l.Revoke(sid, until)
+}
+
+func (r listRevocations) revoked(_ context.Context, sid string) (bool, error) {
+	return r.l.Revoked(sid), nil
+}
+
+func (m *Middleware) isRevoked(ctx context.Context, sid string) (bool, error) {
+	revoked, err := m.revocations.revoked(ctx, sid)
+	if err != nil {
+		return false, fmt.Errorf("check session revocation: %w", err)
+	}
+	return revoked, nil
+}
+
+// revoke marks a session as ended until it would have expired anyway (and
+// a minute more, for clocks that disagree).
 func (m *Middleware) revoke(ctx context.Context, rec sessionRecord) error {
-	ttl := rec.ExpiresAt.Sub(m.cfg.Now()) + time.Minute
-	if ttl <= time.Minute {
+	until := rec.ExpiresAt.Add(time.Minute)
+	if !until.After(m.cfg.Now().Add(time.Minute)) {
 		return nil
 	}
-	err := m.store.Create(ctx, revocationKey(rec.SID), []byte{1}, ttl)
-	if err != nil && !errors.Is(err, store.ErrExists) {
+	if err := m.revocations.revoke(ctx, rec.SID, until); err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
 	return nil

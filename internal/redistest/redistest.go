@@ -1,6 +1,8 @@
 // Package redistest runs a real redis-server for tests: one process per
-// call to Start, on a free loopback port, with persistence off and its own
-// temporary directory, stopped when the test ends.
+// call to Start, on a free loopback port, with its own temporary directory,
+// stopped when the test ends. Persistence is off unless WithAppendOnly asks
+// for the append-only file, so that what Redis acknowledged survives Stop
+// and Restart.
 //
 // A fake Redis cannot show what a client does when the server dies, hangs
 // or comes back, so the Redis store's fault tests run against the real
@@ -41,6 +43,25 @@ const (
 	logTail = 2 << 10
 )
 
+// Option changes how Start runs the server.
+type Option func(*options)
+
+type options struct {
+	// appendFsync is the appendfsync policy of the append-only file;
+	// empty means no persistence at all.
+	appendFsync string
+}
+
+// WithAppendOnly turns the append-only file (AOF) on, with fsync as its
+// appendfsync policy: "always" (every write is on disk before Redis
+// answers it), "everysec" (up to a second of acknowledged writes can be
+// lost in a crash) or "no". The file lives in the server's directory, so
+// a server stopped with Stop, even by SIGKILL, comes back from Restart
+// with what it had.
+func WithAppendOnly(fsync string) Option {
+	return func(o *options) { o.appendFsync = fsync }
+}
+
 // Server is one running redis-server. Its methods are safe for concurrent
 // use.
 type Server struct {
@@ -48,6 +69,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	opts options
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -56,7 +78,7 @@ type Server struct {
 
 // Start starts a redis-server on a free loopback port and waits until it
 // answers PING. It is stopped when t and its subtests finish.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
@@ -67,6 +89,14 @@ func Start(t testing.TB) *Server {
 		t.Skip(msg)
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	for _, o := range opts {
+		o(&s.opts)
+	}
+	switch s.opts.appendFsync {
+	case "", "always", "everysec", "no":
+	default:
+		t.Fatalf("redistest: appendfsync %q is not always, everysec or no", s.opts.appendFsync)
+	}
 	t.Cleanup(s.Stop)
 
 	var lastErr error
@@ -99,6 +129,10 @@ func (s *Server) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 }
 
+// Dir returns the server's working directory, which holds its log and,
+// with WithAppendOnly, its append-only file.
+func (s *Server) Dir() string { return s.dir }
+
 // URL returns a redis:// URL for database 0 of the server.
 func (s *Server) URL() string {
 	return "redis://" + s.Addr() + "/0"
@@ -125,10 +159,21 @@ func (s *Server) stopLocked() {
 	s.cmd, s.exited = nil, nil
 }
 
-// Restart stops the server if it is running and starts a new, empty one
-// on the same port, as after a crash and a restart by a supervisor.
+// Restart stops the server if it is running and starts a new one on the
+// same port and directory, as after a crash and a restart by a supervisor.
+// The new server is empty unless WithAppendOnly was given; then it has
+// loaded the append-only file when Restart returns.
 func (s *Server) Restart() {
 	s.t.Helper()
+	if err := s.TryRestart(); err != nil {
+		s.t.Fatalf("redistest: %v", err)
+	}
+}
+
+// TryRestart is Restart that returns its error instead of failing the
+// test, for goroutines other than the test's own (a chaos loop), which
+// must not call t.Fatal.
+func (s *Server) TryRestart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopLocked()
@@ -137,11 +182,11 @@ func (s *Server) Restart() {
 	var err error
 	for range startAttempts {
 		if err = s.startLocked(); err == nil {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.t.Fatalf("redistest: restart on port %d: %v", s.port, err)
+	return fmt.Errorf("restart on port %d: %w", s.port, err)
 }
 
 // Pause stops the server process with SIGSTOP: connections stay open and
@@ -183,15 +228,20 @@ func (s *Server) start() error {
 // startLocked starts the process and waits until it answers PING.
 func (s *Server) startLocked() error {
 	logFile := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
-		"--appendonly", "no",
 		"--daemonize", "no",
 		"--dir", s.dir,
 		"--logfile", logFile,
-	)
+	}
+	if s.opts.appendFsync == "" {
+		args = append(args, "--appendonly", "no")
+	} else {
+		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.appendFsync)
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)

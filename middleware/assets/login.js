@@ -318,21 +318,38 @@
   });
 
   // The sandbox's stand-in for a phone: it scans the code on screen as the
-  // chosen test user.
+  // chosen test user. A scan waiting for confirmation in chat is confirmed
+  // by replying the six-digit code that the scan's chat reply carried; the
+  // reply is read once the scan's answer is in (the page may learn of the
+  // scan a moment before).
   var sandbox = $("wl-sandbox");
+  var lastScan = null;
   if (sandbox && cfg.sandbox) {
+    var phone = function (body) {
+      return fetch(cfg.sandbox, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (j) {
+          if (j.error && !finished) { setStatus(j.error, "err"); }
+          return j;
+        })
+        .catch(function () { if (!finished) { setStatus(T.error, "err"); } return {}; });
+    };
     sandbox.addEventListener("submit", function (e) {
       e.preventDefault();
       if (!code || (state !== "waiting" && state !== "scanned")) { return; }
       var body = new URLSearchParams();
       body.set("qr", code.qr_content);
       body.set("user", $("wl-user").value);
-      // A scan waiting for confirmation in chat: the phone replies "1".
-      if (state === "scanned") { body.set("reply", "1"); }
-      fetch(cfg.sandbox, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (r) { return r.json(); })
-        .then(function (j) { if (j.error && !finished) { setStatus(j.error, "err"); } })
-        .catch(function () { if (!finished) { setStatus(T.error, "err"); } });
+      if (state === "waiting") {
+        lastScan = phone(body);
+        return;
+      }
+      (lastScan || Promise.resolve({})).then(function (scan) {
+        var m = /(?:^|\D)(\d{6})(?!\d)/.exec((scan && scan.reply) || "");
+        if (!m) { if (!finished) { setStatus(T.error, "err"); } return; }
+        body.set("reply", m[1]);
+        phone(body);
+      });
     });
   }
 

@@ -314,6 +314,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // Close closes the Redis client if the Store created it (NewFromURL);
 // a client passed to New is left open for its owner. Close is safe to
 // call more than once.
+// Durable reports that revocations may be kept in Redis: the middleware then
+// shares them between every instance. It is as true as the server's
+// configuration makes it: the README lists what Redis needs (no eviction,
+// append-only persistence).
+func (s *Store) Durable() bool { return true }
+
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.ownClient {

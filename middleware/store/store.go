@@ -66,3 +66,14 @@ type Counter interface {
 	// increments), and returns the new count.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 }
+
+// Durable is implemented by stores that never drop an entry before its time
+// to live runs out and keep their entries across restarts: Redis with an
+// eviction policy of noeviction and append-only persistence. The middleware
+// keeps session revocations in such a store, where every instance sees
+// them; with any other store it keeps them itself, where nothing evicts
+// them (middleware.Config.RevocationFile).
+type Durable interface {
+	// Durable reports whether the store keeps that promise.
+	Durable() bool
+}

@@ -24,8 +24,12 @@ const (
 
 var ridSuffix = regexp.MustCompile(`, rid: [0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}$`)
 
+// appDomain is the domain both test apps register for OAuth redirects.
+const appDomain = "app.example.com"
+
 // newPlatformServer starts a Server with one Official Account (pushing to
-// callback, in mode) and one website app, closed when the test ends.
+// callback, in mode) and one website app, both with appDomain registered
+// for OAuth, closed when the test ends.
 func newPlatformServer(t testing.TB, cfg Config, callback string, mode PushMode) *Server {
 	t.Helper()
 	s := NewServer(cfg)
@@ -33,11 +37,11 @@ func newPlatformServer(t testing.TB, cfg Config, callback string, mode PushMode)
 	if err := s.AddApp(App{
 		AppID: oaID, AppSecret: oaSecret, Kind: OfficialAccount,
 		Token: oaToken, EncodingAESKey: oaAESKey, OriginalID: oaGH,
-		CallbackURL: callback, Mode: mode,
+		CallbackURL: callback, Mode: mode, RedirectDomains: []string{appDomain},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddApp(App{AppID: webID, AppSecret: webSecret, Kind: WebsiteApp}); err != nil {
+	if err := s.AddApp(App{AppID: webID, AppSecret: webSecret, Kind: WebsiteApp, RedirectDomains: []string{appDomain}}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -1,9 +1,12 @@
 package wechattest
 
 import (
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,18 +137,107 @@ func validState(s string) bool {
 	return true
 }
 
-// parseRedirect parses an OAuth redirect_uri and checks its host against
-// the app's configured domains.
-func parseRedirect(a *app, raw string) (*url.URL, bool) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+// hostPort is a registered redirect domain: a canonical host (a lower-case
+// name or an IP address) and a port, "" for the scheme's default.
+type hostPort struct{ host, port string }
+
+// parseDomain parses a registered domain, "host" or "host:port", with an
+// IPv6 address in brackets. A request's Host has the same form.
+func parseDomain(d string) (hostPort, bool) {
+	if d == "" || strings.ContainsAny(d, "/\\@?#%*,; \t\r\n") {
+		return hostPort{}, false
+	}
+	host, port := d, ""
+	if h, pt, err := net.SplitHostPort(d); err == nil {
+		n, err := strconv.Atoi(pt)
+		if err != nil || n < 1 || n > 65535 || strings.HasPrefix(pt, "+") {
+			return hostPort{}, false
+		}
+		host, port = h, strconv.Itoa(n)
+	} else if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") {
+		host = d[1 : len(d)-1]
+	} else if strings.Contains(d, ":") {
+		return hostPort{}, false // an IPv6 address needs brackets
+	}
+	host, ok := canonicalHost(host)
+	return hostPort{host, port}, ok
+}
+
+// canonicalHost returns a host name in lower case, or an IPv6 address in
+// its canonical form. Anything else, such as percent escapes, non-ASCII
+// names or empty labels, is refused rather than interpreted.
+func canonicalHost(h string) (string, bool) {
+	if strings.Contains(h, ":") {
+		a, err := netip.ParseAddr(h)
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return "", false
+		}
+		return a.String(), true
+	}
+	h = strings.ToLower(h)
+	if len(h) == 0 || len(h) > 253 {
+		return "", false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return "", false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "", false
+			}
+		}
+	}
+	return h, true
+}
+
+// covers reports whether the registered domain d accepts host and port (""
+// for the default) of a URL with the given scheme: the host must be equal,
+// and so must the port once defaults are filled in.
+func (d hostPort) covers(host, port, scheme string) bool {
+	def := "443"
+	if scheme == "http" {
+		def = "80"
+	}
+	want := cmpOr(d.port, def)
+	return d.host == host && cmpOr(port, def) == want
+}
+
+// checkRedirect parses an OAuth redirect_uri and checks it against the
+// domains registered for a and, for an app with RedirectSameHost, against
+// pageHost, the Host the authorization page was requested with. Only an
+// absolute http or https URL without user information is considered, and
+// its host must be plain enough that every browser reads it the same way;
+// the caller shows an error page, never a redirect, when it is refused.
+func checkRedirect(a *app, raw, pageHost string) (*url.URL, bool) {
+	if strings.Contains(raw, "\\") {
+		// Browsers read a backslash in an http URL as a slash.
 		return nil, false
 	}
-	if len(a.RedirectDomains) == 0 {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" || u.User != nil || u.Host == "" {
+		return nil, false
+	}
+	host, ok := canonicalHost(u.Hostname())
+	if !ok {
+		return nil, false
+	}
+	port := u.Port()
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			return nil, false
+		}
+	}
+	if a.anyHost {
 		return u, true
 	}
-	for _, d := range a.RedirectDomains {
-		if strings.EqualFold(u.Host, d) || strings.EqualFold(u.Hostname(), d) {
+	for _, d := range a.domains {
+		if d.covers(host, port, u.Scheme) {
+			return u, true
+		}
+	}
+	if a.RedirectSameHost {
+		if d, ok := parseDomain(pageHost); ok && d.covers(host, port, u.Scheme) {
 			return u, true
 		}
 	}
@@ -183,7 +275,7 @@ func (p *Platform) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	redirect, ok := parseRedirect(a, vals.Get("redirect_uri"))
+	redirect, ok := checkRedirect(a, vals.Get("redirect_uri"), r.Host)
 	if !ok {
 		p.renderError(w, errPageRedirect)
 		return
@@ -220,7 +312,7 @@ func (p *Platform) handleQRConnect(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, errPageQRScope)
 		return
 	}
-	redirect, ok := parseRedirect(a, vals.Get("redirect_uri"))
+	redirect, ok := checkRedirect(a, vals.Get("redirect_uri"), r.Host)
 	if !ok {
 		p.renderError(w, errPageQRRedirect)
 		return

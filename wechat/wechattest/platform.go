@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,9 +86,35 @@ type App struct {
 	CallbackURL    string
 	Mode           PushMode
 
-	// RedirectDomains are the hosts an OAuth redirect_uri may point at
-	// (WeChat's 网页授权域名 or callback domain). Empty allows any host.
+	// RedirectDomains are the domains registered for OAuth: an Official
+	// Account's web authorization domains (网页授权域名) for
+	// /connect/oauth2/authorize, a website app's authorization callback
+	// domain (授权回调域) for /connect/qrconnect. Each is a bare host, such
+	// as "www.example.com", or a host and port, such as "127.0.0.1:8080" or
+	// "[::1]:8080"; no scheme and no path. As on WeChat, a redirect_uri must
+	// be an http or https URL whose host equals one of them exactly:
+	// "www.example.com" accepts every path of www.example.com but neither
+	// example.com nor login.www.example.com, which must be registered
+	// themselves. A domain without a port accepts only the scheme's default
+	// port (80 for http, 443 for https); one with a port accepts only that
+	// port. Anything else gets WeChat's error page (10003 on authorize,
+	// "redirect_uri 参数错误" on qrconnect) and no redirect.
+	//
+	// WeChat refuses every redirect_uri until a domain is registered. As a
+	// convenience for tests, this fake does not: an app with neither
+	// RedirectDomains nor RedirectSameHost accepts the host of its
+	// CallbackURL (its own server, normally the same site), and, without a
+	// CallbackURL either, any http or https host. Register domains for any
+	// platform that untrusted people can reach, or its authorization pages
+	// redirect anywhere.
 	RedirectDomains []string
+
+	// RedirectSameHost also accepts a redirect_uri on the host (and port)
+	// that served the authorization page, taken from the request's Host.
+	// It suits a fake mounted inside the very site it logs in to, such as a
+	// sandbox whose host is only known per request: a browser is only sent
+	// back to the host it is already visiting, never to another one.
+	RedirectSameHost bool
 
 	// Unbound apps are not bound to the platform's Open Platform account and
 	// never see unionids. Apps that are bound share them.
@@ -222,6 +247,8 @@ type Platform struct {
 type app struct {
 	App
 	crypter *wechat.Crypter // nil in plaintext mode
+	domains []hostPort      // where redirect_uri may point, parsed
+	anyHost bool            // no domain registered and no default: any host
 }
 
 // subject is a user as seen by one app.
@@ -349,7 +376,27 @@ func (p *Platform) AddApp(a App) error {
 		return fmt.Errorf("wechattest: app %s: unknown kind %d", a.AppID, a.Kind)
 	}
 	st := &app{App: a}
-	st.RedirectDomains = slices.Clone(a.RedirectDomains)
+	st.RedirectDomains = make([]string, 0, len(a.RedirectDomains))
+	for _, d := range a.RedirectDomains {
+		hp, ok := parseDomain(d)
+		if !ok {
+			return fmt.Errorf("wechattest: app %s: redirect domain %q is not a host or host:port", a.AppID, d)
+		}
+		st.RedirectDomains = append(st.RedirectDomains, d)
+		st.domains = append(st.domains, hp)
+	}
+	switch {
+	case len(a.RedirectDomains) > 0 || a.RedirectSameHost:
+	case a.CallbackURL != "":
+		// The fake's convenience defaults (see App.RedirectDomains).
+		if u, err := url.Parse(a.CallbackURL); err == nil {
+			if hp, ok := parseDomain(u.Host); ok {
+				st.domains = []hostPort{hp}
+			}
+		}
+	default:
+		st.anyHost = true
+	}
 	if a.Kind == OfficialAccount {
 		switch a.Mode {
 		case Plaintext:

@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: test deps lint unit fuzz bench load load-logins
+.PHONY: test deps lint unit fuzz bench load load-logins flood chaos
 
 test: deps lint unit
 
@@ -36,3 +36,15 @@ load:
 # two instances sharing Redis.
 load-logins:
 	$(GO) test -count=1 -run TestLoginThroughput -v ./caddymodule -loadtest=10s
+
+# Anonymous requests from thousands of loopback addresses against the
+# embedded store: Caddy's memory and the store's evictions, and a logout made
+# before the flood still holds after it.
+flood:
+	$(GO) test -count=1 -run TestFloodKeepsLogouts -v -timeout 20m ./caddymodule -floodtest=300000
+
+# Complete QR logins from 16 browsers through two instances sharing Redis
+# (append-only file on) while Redis is SIGKILLed and restarted every ~10 s.
+# Every login must succeed once or fail with a clear 503 that a retry fixes.
+chaos:
+	$(GO) test -count=1 -timeout 10m -run TestChaosRedisRestart -v ./caddymodule -chaostest=60s

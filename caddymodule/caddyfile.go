@@ -52,7 +52,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		confirm_in_chat
 //		pass_through_pushes
 //		user_id           openid|unionid
-//		qr_rate_limit     <per minute> [<burst>]
+//		qr_rate_limit     <per minute> [<burst>]  # per client address (IPv6: per /64)
+//		qr_ceiling        <per minute>      # whole site, whatever the addresses; default 60
+//		max_waiting       <browsers>        # waiting on this instance at once; default 20000
 //		api_base          <url>
 //		oauth_base        <url>
 //		mp_base           <url>
@@ -211,6 +213,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if h.UserID != "openid" && h.UserID != "unionid" {
 				return d.Errf("user_id must be openid or unionid, not %q", h.UserID)
+			}
+		case "qr_ceiling", "max_waiting":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("%s: %q is not a positive whole number", opt, v)
+			}
+			if opt == "qr_ceiling" {
+				h.QRCeiling = n
+			} else {
+				h.MaxWaiting = n
 			}
 		case "qr_rate_limit":
 			args := d.RemainingArgs()

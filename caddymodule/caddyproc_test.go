@@ -75,6 +75,7 @@ type caddyProc struct {
 	cmd     *exec.Cmd
 	logs    *syncBuffer
 	env     []string
+	globals string // extra global options
 }
 
 type syncBuffer struct {
@@ -98,7 +99,14 @@ func (s *syncBuffer) String() string {
 // BaseURL. In site, SITE stands for the site address.
 func startCaddy(t *testing.T, site string, env ...string) *caddyProc {
 	t.Helper()
-	p := &caddyProc{t: t, bin: caddyBinary(t), dir: t.TempDir(), logs: &syncBuffer{}}
+	return startCaddyGlobals(t, "", site, env...)
+}
+
+// startCaddyGlobals is startCaddy with extra global options (for example a
+// servers block with trusted_proxies).
+func startCaddyGlobals(t *testing.T, globals, site string, env ...string) *caddyProc {
+	t.Helper()
+	p := &caddyProc{t: t, bin: caddyBinary(t), dir: t.TempDir(), logs: &syncBuffer{}, globals: globals}
 	port := freePort(t)
 	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -107,14 +115,21 @@ func startCaddy(t *testing.T, site string, env ...string) *caddyProc {
 		"HOME="+p.dir, "XDG_DATA_HOME="+p.dir, "XDG_CONFIG_HOME="+p.dir)
 	p.env = append(p.env, env...)
 	p.writeConfig(site)
+	t.Cleanup(p.stop)
+	p.run()
+	return p
+}
 
+// run starts the Caddy process and waits for its site.
+func (p *caddyProc) run() {
+	t := p.t
+	t.Helper()
 	p.cmd = exec.Command(p.bin, "run", "--config", p.config, "--adapter", "caddyfile")
 	p.cmd.Env = p.env
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.stop)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if resp, err := http.Get("http://" + p.admin + "/config/"); err == nil {
@@ -130,7 +145,7 @@ func startCaddy(t *testing.T, site string, env ...string) *caddyProc {
 	for {
 		if c, err := net.Dial("tcp", strings.TrimPrefix(p.BaseURL, "http://")); err == nil {
 			c.Close()
-			return p
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy's site did not start:\n%s", p.logs)
@@ -141,8 +156,8 @@ func startCaddy(t *testing.T, site string, env ...string) *caddyProc {
 
 func (p *caddyProc) writeConfig(site string) {
 	p.t.Helper()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n\tgrace_period 1s\n}\n\n%s {\n%s\n}\n",
-		p.admin, p.BaseURL, site)
+	cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n\tgrace_period 1s\n%s\n}\n\n%s {\n%s\n}\n",
+		p.admin, p.globals, p.BaseURL, site)
 	if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
 		p.t.Fatal(err)
 	}
@@ -158,6 +173,14 @@ func (p *caddyProc) reload(site string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		p.t.Fatalf("caddy reload: %v\n%s\n%s", err, out, p.logs)
 	}
+}
+
+// restart stops Caddy and runs it again with the same configuration, data
+// directory and ports, as a service manager would.
+func (p *caddyProc) restart() {
+	p.t.Helper()
+	p.stop()
+	p.run()
 }
 
 func (p *caddyProc) stop() {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -78,7 +79,8 @@ func TestChaosRedisRestart(t *testing.T) {
 	redis := redistest.Start(t, redistest.WithAppendOnly("always"))
 	fake := wechattest.NewServer(wechattest.Config{})
 	defer fake.Close()
-	extra := []string{"qr_rate_limit 100000000 100000000", "store redis {env.IT_REDIS_URL}"}
+	// The QR limits are lifted so that only Redis can refuse a login.
+	extra := []string{"qr_rate_limit 100000000 100000000", "qr_ceiling 100000000", "store redis {env.IT_REDIS_URL}"}
 	env := append(slices.Clone(itEnv), "IT_REDIS_URL="+redis.URL())
 	a := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Chaos", extra...), env...)
 	b := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Chaos", extra...), env...)
@@ -97,7 +99,7 @@ func TestChaosRedisRestart(t *testing.T) {
 		Timeout:       chaosRequestTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	st := &chaosStats{start: time.Now(), step503: map[string]int{}, retries: map[int]int{}}
+	st := &chaosStats{start: time.Now(), step503: map[string]int{}, reasons: map[string]int{}, retries: map[int]int{}}
 
 	stop := time.Now().Add(duration)
 	chaosStop := make(chan struct{})
@@ -179,8 +181,9 @@ type chaosStats struct {
 	successes  int // logins that ended with a working session
 	sessions   int // session cookies received
 	step503    map[string]int
-	retries    map[int]int // retries needed → logins
-	scan503Won int         // push answered 503, yet the browser got its session
+	reasons    map[string]int // step and error message of each 503 → count
+	retries    map[int]int    // retries needed → logins
+	scan503Won int            // push answered 503, yet the browser got its session
 	maxLatency time.Duration
 	maxTry     time.Duration
 	failures   []string
@@ -366,8 +369,13 @@ func (w *chaosWorker) login() {
 	}
 }
 
-func (w *chaosWorker) unavailable(step string) tryOutcome {
-	w.st.count(func(s *chaosStats) { s.step503[step]++ })
+// unavailable counts a 503 answer r at step.
+func (w *chaosWorker) unavailable(step string, r chaosResult) tryOutcome {
+	reason := jsonField(r.body, "error")
+	w.st.count(func(s *chaosStats) {
+		s.step503[step]++
+		s.reasons[step+": "+reason]++
+	})
 	return tryUnavailable
 }
 
@@ -377,7 +385,7 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 	r := w.do(br, http.MethodPost, w.create, "/wechat/qr", "next=%2F")
 	switch {
 	case r.unavailable():
-		return w.unavailable(stepQR)
+		return w.unavailable(stepQR, r)
 	case r.err != nil || r.status != http.StatusOK:
 		w.st.failf("%s: create QR on %s: %v", w.user, w.create.BaseURL, r)
 		return tryFailed
@@ -435,7 +443,7 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 			return w.check(br, binding, scene, p.session)
 		}
 		if p.unavailable() {
-			return w.unavailable(stepScan)
+			return w.unavailable(stepScan, chaosResult{body: `{"error":"push answered 503, then the poll too"}`})
 		}
 		// Nobody else holds this browser's binding: a pending scene is the
 		// only answer that fits a push that did not get through.
@@ -443,7 +451,7 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 			w.st.failf("%s: poll of scene %.8s after a failed push: %v", w.user, scene, p)
 			return tryFailed
 		}
-		return w.unavailable(stepScan)
+		return w.unavailable(stepScan, chaosResult{body: `{"error":"push answered 503"}`})
 	}
 	if !strings.Contains(d.Reply.Content, "logged in") {
 		finishPoll()
@@ -463,6 +471,10 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 	if p.session != "" {
 		w.st.count(func(s *chaosStats) { s.sessions++ })
 	}
+	if race.session != "" {
+		// The tab shares the browser's cookie jar.
+		br["wechat_session"] = race.session
+	}
 
 	var sessions []string
 	for _, x := range []chaosResult{p, race} {
@@ -479,8 +491,11 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 	switch len(sessions) {
 	case 1:
 	case 0:
-		if p.unavailable() || race.unavailable() {
-			return w.unavailable(stepPoll)
+		switch {
+		case p.unavailable():
+			return w.unavailable(stepPoll, p)
+		case race.unavailable():
+			return w.unavailable(stepPoll, race)
 		}
 		w.st.failf("%s: scene %.8s confirmed to WeChat but never redeemed: page %v, tab %v", w.user, scene, p, race)
 		return tryFailed
@@ -536,7 +551,7 @@ func (w *chaosWorker) check(br chaosBrowser, binding chaosBrowser, scene, sessio
 		for {
 			r := w.do(chaosBrowser{"wechat_session": session}, http.MethodGet, c, "/", "")
 			if r.unavailable() && time.Now().Before(deadline) {
-				w.unavailable(stepVerify)
+				w.unavailable(stepVerify, r)
 				time.Sleep(chaosRetryPause)
 				continue
 			}
@@ -549,7 +564,7 @@ func (w *chaosWorker) check(br chaosBrowser, binding chaosBrowser, scene, sessio
 		for {
 			r := w.do(chaosCopy(binding), http.MethodGet, c, "/wechat/poll?scene="+scene, "")
 			if r.unavailable() && time.Now().Before(deadline) {
-				w.unavailable(stepReplay)
+				w.unavailable(stepReplay, r)
 				time.Sleep(chaosRetryPause)
 				continue
 			}
@@ -623,6 +638,9 @@ func (s *chaosStats) report(t *testing.T, duration time.Duration, before, after 
 	t.Logf("chaos: logins %d, attempts %d, successes %d (%.1f/s), sessions received %d", s.logins, s.attempts, s.successes,
 		float64(s.successes)/duration.Seconds(), s.sessions)
 	t.Logf("chaos: 503s per step: %s (total %d); push 503 but logged in anyway: %d", strings.Join(steps, " "), total503, s.scan503Won)
+	for _, r := range slices.Sorted(maps.Keys(s.reasons)) {
+		t.Logf("chaos:   503 %s ×%d", r, s.reasons[r])
+	}
 	t.Logf("chaos: retries needed (retries:logins): %s", strings.Join(retries, " "))
 	t.Logf("chaos: max login latency (retries included) %v, max single try %v", s.maxLatency.Round(time.Millisecond), s.maxTry.Round(time.Millisecond))
 	t.Logf("chaos: Caddy goroutines A %d→%d, B %d→%d; \"store failure\" log lines %d", before[0], after[0], before[1], after[1], storeFailures)

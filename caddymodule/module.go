@@ -99,6 +99,12 @@ type Handler struct {
 	// (default 10), QRRateBurst how many at once (default 5).
 	QRRateLimit float64 `json:"qr_rate_limit,omitempty"`
 	QRRateBurst int     `json:"qr_rate_burst,omitempty"`
+	// QRCeiling is the most QR codes the site creates per minute, whatever
+	// the client addresses (default 60; with store redis, for the whole
+	// cluster). MaxWaiting bounds the browsers waiting on this instance
+	// (default 20000).
+	QRCeiling  int `json:"qr_ceiling,omitempty"`
+	MaxWaiting int `json:"max_waiting,omitempty"`
 
 	// WeChat base URLs, to point the module at a fake WeChat.
 	APIBase   string `json:"api_base,omitempty"`
@@ -167,6 +173,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		AllowPlaintextPushes: h.AllowPlaintextPushes,
 		QRRateLimit:          h.QRRateLimit,
 		QRRateBurst:          h.QRRateBurst,
+		QRCeiling:            h.QRCeiling,
+		MaxWaiting:           h.MaxWaiting,
 		Logger:               h.logger,
 		ClientIP:             clientIP,
 		TrustedProxy:         trustedProxy,

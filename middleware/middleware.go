@@ -378,9 +378,10 @@ func (m *Middleware) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 // storeMaxTTL is the longest time to live the middleware asks of its store:
-// revocations last as long as the sessions they end.
+// a "not me" code lasts as long as the session it can end, which may start
+// as late as the end of its login code's life.
 func storeMaxTTL(cfg Config) time.Duration {
-	return max(cfg.SessionTTL, cfg.SceneTTL, dedupeTTL) + 2*time.Minute
+	return max(cfg.SessionTTL+cfg.SceneTTL, dedupeTTL) + 2*time.Minute
 }
 
 func remoteHost(r *http.Request) string {

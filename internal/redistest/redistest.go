@@ -139,8 +139,9 @@ func (s *Server) URL() string {
 }
 
 // Stop kills the server with SIGKILL, as a crash would, and waits for it
-// to exit. Everything it held is lost. Stopping a stopped server does
-// nothing.
+// to exit. Everything it held in memory is lost; with WithAppendOnly, what
+// reached the append-only file comes back on Restart. Stopping a stopped
+// server does nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -34,9 +34,16 @@
 // callback that reaches another instance finds nothing. Use the Redis store
 // for more than one instance.
 //
-// Memory is allocated as entries arrive, up to Stats.LimitBytes (about
-// 170 MB with the defaults at full load), and bigcache does not give it
-// back while the store is open.
+// Memory is allocated as entries arrive, and bigcache does not give it back
+// while the store is open. Stats.LimitBytes (about 170 MB with the
+// defaults) bounds bigcache's queues, not the process: the queues grow by
+// doubling, and the copies they leave behind are garbage the Go runtime
+// holds on to for a while. Under a sustained flood of the largest entries
+// an anonymous request can create (OAuth states with a 1 KB return
+// address), a Caddy with the default store measured about 430 MB resident,
+// up from 60 MB, and stayed there while the store evicted (make flood;
+// BENCHMARKS.md). Once full, the store evicts its oldest entries; evictions
+// are counted in Stats.Evictions.
 package bigcachestore
 
 import (

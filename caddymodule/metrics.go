@@ -22,7 +22,7 @@ var (
 	})
 	scans = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "scans_total",
-		Help: "Login QR scans pushed by WeChat, by outcome (confirmed, expired, conflict, mismatch).",
+		Help: "Login QR scans pushed by WeChat, by outcome (confirmed, scanned, expired, conflict, mismatch, denied).",
 	}, []string{"outcome"})
 	duplicatePushes = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "duplicate_pushes_total",
@@ -30,7 +30,7 @@ var (
 	})
 	pushRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "push_rejections_total",
-		Help: "Pushes rejected, by reason (signature, stale, mode, malformed, decrypt, appid, too_large).",
+		Help: "Pushes rejected, by reason (signature, stale, mode, malformed, decrypt, appid, too_large, replay: a plaintext push URL reused with another body).",
 	}, []string{"reason"})
 	logins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "logins_total",

@@ -184,9 +184,13 @@ type chaosStats struct {
 	reasons    map[string]int // step and error message of each 503 → count
 	retries    map[int]int    // retries needed → logins
 	scan503Won int            // push answered 503, yet the browser got its session
-	maxLatency time.Duration
-	maxTry     time.Duration
-	failures   []string
+	// After a 503 from the poll of a confirmed scene, the page polled the
+	// same code again: pollRetryWon got a session, lostRedeems found the
+	// scene taken by a redeem whose answer was lost.
+	pollRetryWon, lostRedeems int
+	maxLatency                time.Duration
+	maxTry                    time.Duration
+	failures, notes           []string
 
 	kills    int
 	downtime []time.Duration
@@ -197,6 +201,14 @@ func (s *chaosStats) failf(format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, msg)
+}
+
+// notef records something the report shows that is not a failure.
+func (s *chaosStats) notef(format string, args ...any) {
+	msg := fmt.Sprintf("%6.1fs ", time.Since(s.start).Seconds()) + fmt.Sprintf(format, args...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notes = append(s.notes, msg)
 }
 
 func (s *chaosStats) count(f func(*chaosStats)) {
@@ -220,6 +232,7 @@ func (s *chaosStats) chaos(redis *redistest.Server, stop <-chan struct{}, done c
 		down := time.Now()
 		redis.Stop()
 		s.count(func(s *chaosStats) { s.kills++ })
+		s.notef("Redis SIGKILLed")
 		time.Sleep(chaosDown + rand.N(chaosDown))
 		if err := redis.TryRestart(); err != nil {
 			s.failf("restart Redis: %v", err)
@@ -493,12 +506,14 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 	case 0:
 		switch {
 		case p.unavailable():
-			return w.unavailable(stepPoll, p)
+			w.unavailable(stepPoll, p)
 		case race.unavailable():
-			return w.unavailable(stepPoll, race)
+			w.unavailable(stepPoll, race)
+		default:
+			w.st.failf("%s: scene %.8s confirmed to WeChat but never redeemed: page %v, tab %v", w.user, scene, p, race)
+			return tryFailed
 		}
-		w.st.failf("%s: scene %.8s confirmed to WeChat but never redeemed: page %v, tab %v", w.user, scene, p, race)
-		return tryFailed
+		return w.pollAgain(br, binding, scene)
 	default:
 		w.st.failf("%s: scene %.8s redeemed twice: page %v, tab %v", w.user, scene, p, race)
 		return tryFailed
@@ -511,6 +526,32 @@ func (w *chaosWorker) try(br chaosBrowser) tryOutcome {
 		}
 	}
 	return w.check(br, binding, scene, sessions[0])
+}
+
+// pollAgain is the page after a 503 from its poll of a scene WeChat was
+// told is logged in: it polls the same code again, as login.js does, until
+// Redis is back. The scene must then still be redeemable, unless a redeem
+// took it from Redis and lost its answer; then only a new login helps.
+func (w *chaosWorker) pollAgain(br, binding chaosBrowser, scene string) tryOutcome {
+	deadline := time.Now().Add(chaosCheckBound)
+	for {
+		time.Sleep(chaosRetryPause)
+		r := w.do(br, http.MethodGet, w.redeem, "/wechat/poll?scene="+scene, "")
+		switch {
+		case r.session != "":
+			w.st.count(func(s *chaosStats) { s.sessions++; s.pollRetryWon++ })
+			return w.check(br, binding, scene, r.session)
+		case r.unavailable() && time.Now().Before(deadline):
+			w.unavailable(stepPoll, r)
+			continue
+		case r.status == http.StatusOK && jsonField(r.body, "status") == "expired":
+			w.st.count(func(s *chaosStats) { s.lostRedeems++ })
+			w.st.notef("%s: scene %.8s: WeChat told the user they are logged in; the poll got 503, then \"expired\"", w.user, scene)
+			return tryUnavailable
+		}
+		w.st.failf("%s: scene %.8s, confirmed to WeChat, polled again after a 503: %v", w.user, scene, r)
+		return tryFailed
+	}
 }
 
 // pollUntilFinal long-polls as the page does until an answer other than
@@ -641,9 +682,22 @@ func (s *chaosStats) report(t *testing.T, duration time.Duration, before, after 
 	for _, r := range slices.Sorted(maps.Keys(s.reasons)) {
 		t.Logf("chaos:   503 %s ×%d", r, s.reasons[r])
 	}
+	t.Logf("chaos: after a poll 503 the same code logged in %d times, was lost to a redeem whose answer was lost %d times",
+		s.pollRetryWon, s.lostRedeems)
 	t.Logf("chaos: retries needed (retries:logins): %s", strings.Join(retries, " "))
 	t.Logf("chaos: max login latency (retries included) %v, max single try %v", s.maxLatency.Round(time.Millisecond), s.maxTry.Round(time.Millisecond))
 	t.Logf("chaos: Caddy goroutines A %d→%d, B %d→%d; \"store failure\" log lines %d", before[0], after[0], before[1], after[1], storeFailures)
+	for _, n := range s.notes {
+		t.Logf("chaos: note %s", n)
+	}
+	// What Caddy said about redeems that failed, for lost redeems.
+	for i, c := range caddies {
+		for _, line := range strings.Split(c.logs.String(), "\n") {
+			if strings.Contains(line, `"op":"redeem scene"`) {
+				t.Logf("chaos: Caddy %c: %s", 'A'+i, line)
+			}
+		}
+	}
 	t.Logf("chaos: failures %d", len(s.failures))
 	for i, f := range s.failures {
 		if i == 30 {

@@ -296,7 +296,7 @@ func (h *Handler) Cleanup() error {
 	}
 	var errs []error
 	if h.revKey != "" {
-		_, err := pool.Delete(h.revKey)
+		_, err := revocationPool.Delete(h.revKey)
 		errs = append(errs, err)
 		h.revKey = ""
 	}

@@ -19,9 +19,14 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
-// pool holds the state that outlives a config reload. It is the one piece of
-// package-level state, as Caddy's usage pools are meant to be.
+// pool holds the state that outlives a config reload. The usage pools are
+// this package's only package-level state, as Caddy's usage pools are meant
+// to be.
 var pool = caddy.NewUsagePool()
+
+// revocationPool holds the file-backed logout lists of the embedded store,
+// one per file, across reloads.
+var revocationPool = caddy.NewUsagePool()
 
 // sharedState is what every config with the same app and store shares: a
 // reload that only changes, say, the site name keeps pending logins, revoked
@@ -147,7 +152,7 @@ func (h *Handler) revocations(repl *caddy.Replacer, appID string) (middleware.Re
 		return nil, fmt.Errorf("revocation_file: %w", err)
 	}
 	h.revKey = "wechat_login_revocations:" + path
-	v, _, err := pool.LoadOrNew(h.revKey, func() (caddy.Destructor, error) {
+	v, _, err := revocationPool.LoadOrNew(h.revKey, func() (caddy.Destructor, error) {
 		l, err := revocation.Open(path, nil)
 		if err != nil {
 			return nil, err

@@ -22,6 +22,9 @@ func TestReloadsLeakNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Caddy in process")
 	}
+	// The embedded store's logouts go to a file under Caddy's data
+	// directory: keep it out of the real home.
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	fake := wechattest.NewServer(wechattest.Config{})
 	defer fake.Close()
 	port := freePort(t)

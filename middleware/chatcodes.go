@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -377,21 +376,4 @@ func (m *Middleware) wrongConfirmation(ctx context.Context, scene, openID string
 		return pushResult{reply: tooManyTries}
 	}
 	return pushResult{reply: fmt.Sprintf(wrongCodeReply, maxConfirmTries-rec.ConfirmTries)}
-}
-
-// issueSessionWithID starts a session like issueSession, under a session id
-// chosen beforehand (when the login was confirmed), so that the scanner's
-// "not me" can revoke it.
-func (m *Middleware) issueSessionWithID(w http.ResponseWriter, r *http.Request, id Identity, sid string) error {
-	now := m.cfg.Now()
-	id.LoginAt = now.Truncate(time.Second)
-	id.ExpiresAt = id.LoginAt.Add(m.cfg.SessionTTL)
-	payload := sessionRecord{SID: sid, Identity: id}.encode()
-	name := m.cookieName(r, sessionCookie)
-	value, err := m.seal.Seal(name, payload, id.ExpiresAt)
-	if err != nil {
-		return fmt.Errorf("seal session: %w", err)
-	}
-	m.setCookie(w, r, sessionCookie, value, m.cfg.SessionTTL)
-	return nil
 }

@@ -136,10 +136,17 @@ func (m *Middleware) openCookie(r *http.Request, base string) []byte {
 // so nothing from before the login (a binding cookie, an old session) is
 // promoted into it.
 func (m *Middleware) issueSession(w http.ResponseWriter, r *http.Request, id Identity) error {
+	return m.issueSessionWithID(w, r, id, randomHex(16))
+}
+
+// issueSessionWithID is issueSession under a session id chosen beforehand:
+// a QR login draws it when the scan is confirmed, so that the scanner's
+// "not me" can revoke the session.
+func (m *Middleware) issueSessionWithID(w http.ResponseWriter, r *http.Request, id Identity, sid string) error {
 	now := m.cfg.Now()
 	id.LoginAt = now.Truncate(time.Second)
 	id.ExpiresAt = id.LoginAt.Add(m.cfg.SessionTTL)
-	payload := sessionRecord{SID: randomHex(16), Identity: id}.encode()
+	payload := sessionRecord{SID: sid, Identity: id}.encode()
 	name := m.cookieName(r, sessionCookie)
 	value, err := m.seal.Seal(name, payload, id.ExpiresAt)
 	if err != nil {

@@ -188,6 +188,7 @@ func TestCaddyQRLogin(t *testing.T) {
 		`caddy_wechat_login_scans_total{outcome="confirmed"} 1`,
 		`caddy_wechat_login_logins_total{method="qr"} 1`,
 		`caddy_wechat_login_wechat_api_duration_seconds_count{endpoint="cgi-bin/qrcode/create",outcome="ok"} 1`,
+		`caddy_wechat_login_wechat_api_duration_seconds_count{endpoint="cgi-bin/stable_token",outcome="ok"} 1`,
 		"caddy_wechat_login_waiting_browsers 0",
 	} {
 		if !strings.Contains(metrics, want) {

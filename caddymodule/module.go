@@ -258,12 +258,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	cfg.TokenSource = h.shared.tokens(cfg)
+	cfg.Metrics = newMetrics(ctx, h.logger)
 
 	h.mw, err = middleware.New(cfg)
 	if err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "middleware: "))
 	}
-	h.mw.SetMetrics(newMetrics(ctx, h.logger))
 	if h.sandbox != nil {
 		h.sandbox.current.Store(h.mw)
 	}

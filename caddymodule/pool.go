@@ -121,7 +121,10 @@ func (s *sharedState) tokens(cfg middleware.Config) wechat.TokenSource {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.token == nil {
-		s.token = wechat.ReuseTokenSource(wechat.StableTokenSource(cfg.AppID, cfg.AppSecret, cfg.Endpoint, cfg.HTTPClient), 0)
+		// Token fetches are WeChat calls like any other: counted in the
+		// same metrics.
+		hc := middleware.ObservedClient(cfg.HTTPClient, promMetrics{})
+		s.token = wechat.ReuseTokenSource(wechat.StableTokenSource(cfg.AppID, cfg.AppSecret, cfg.Endpoint, hc), 0)
 	}
 	return s.token
 }

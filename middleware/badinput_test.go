@@ -320,8 +320,7 @@ func TestPlaintextPushXMLAttacks(t *testing.T) {
 // the same friendly answer.
 func TestDuplicatePushesOneTransition(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Safe)
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Safe, withMetrics(metrics))
 	_, scene, ticket := pendingScene(t, env)
 	now := time.Now()
 	ev := scanEvent(env.fake.OpenID(testAppID, "alice"), scene, ticket, false, now)

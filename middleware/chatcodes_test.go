@@ -117,8 +117,7 @@ func TestConfirmCodeEverydayWordsConfirmNothing(t *testing.T) {
 // code does nothing.
 func TestConfirmCodeWrongGuessesBounded(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Safe, func(c *Config) { c.ConfirmInChat = true })
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.ConfirmInChat = true }, withMetrics(metrics))
 	b, scene, prompt := scanned(t, env, "alice")
 	code := promptCode(t, prompt)
 	wrong := func(i int) string {
@@ -228,8 +227,7 @@ func TestConfirmCodeOtherUsersCodeConfirmsNothing(t *testing.T) {
 // session.
 func TestNotMeBeforeRedemption(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Safe)
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Safe, withMetrics(metrics))
 	b, scene, reply := scanned(t, env, "alice")
 	if !strings.Contains(reply, "logged in to Example") {
 		t.Fatalf("scan reply %q", reply)
@@ -306,8 +304,7 @@ func TestNotMeAfterRedemption(t *testing.T) {
 // login is ended once.
 func TestNotMeRetriedPushSameReply(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Safe)
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Safe, withMetrics(metrics))
 	b, scene, reply := scanned(t, env, "alice")
 	b.poll(scene, 0)
 	ev := &wechat.Event{

@@ -224,6 +224,11 @@ type Config struct {
 	SandboxScanURL string
 	SandboxUsers   []string
 
+	// Metrics receives the middleware's events (logins, pushes, limits,
+	// calls to WeChat). Default: discarded. The Caddy module passes
+	// Prometheus collectors.
+	Metrics Metrics
+
 	// Logger receives operational logs. Nil means silent. Secrets, tokens,
 	// codes and full openids are never logged.
 	Logger *zap.Logger
@@ -335,6 +340,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
 	}
 	return c, nil
 }

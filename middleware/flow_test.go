@@ -241,8 +241,7 @@ func BenchmarkProtectedRequest(b *testing.B) {
 // request works again once WeChat does.
 func TestWeChatFailuresAndRecovery(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Safe, func(c *Config) { c.QRRateBurst = 100 })
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Safe, func(c *Config) { c.QRRateBurst = 100 }, withMetrics(metrics))
 	env.browser().createQR("/")
 	if metrics.get("call:cgi-bin/stable_token:ok") != 1 || metrics.get("call:cgi-bin/qrcode/create:ok") != 1 {
 		t.Fatalf("calls not observed: %v", metrics.counts)

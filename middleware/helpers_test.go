@@ -38,6 +38,9 @@ type testEnv struct {
 
 type envOption func(*Config)
 
+// withMetrics makes the middleware report to mt.
+func withMetrics(mt Metrics) envOption { return func(c *Config) { c.Metrics = mt } }
+
 // newEnv starts the fake WeChat and a protected site whose handler echoes
 // the identity it was given as JSON.
 func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv {

@@ -89,7 +89,7 @@ func New(cfg Config) (*Middleware, error) {
 		log:       cfg.Logger.Named("wechat_login"),
 		redirects: redirect.Policy{AllowedHosts: cfg.RedirectHosts},
 		csrf:      http.NewCrossOriginProtection(),
-		metrics:   nopMetrics{},
+		metrics:   cfg.Metrics,
 		done:      make(chan struct{}),
 	}
 	m.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -168,14 +168,6 @@ func (m *Middleware) setUpRevocations() error {
 	}
 	m.revocations, m.ownRevocations = listRevocations{l}, l
 	return nil
-}
-
-// SetMetrics installs a metrics sink. It must be called before the
-// middleware serves requests.
-func (m *Middleware) SetMetrics(mt Metrics) {
-	if mt != nil {
-		m.metrics = mt
-	}
 }
 
 // Close ends waiting long-polls and event streams and releases the default

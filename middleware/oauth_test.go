@@ -388,8 +388,7 @@ func TestOAuthExchangeFailures(t *testing.T) {
 // has a state but no code and shows a friendly page with a retry link.
 func TestOAuthDeniedConsent(t *testing.T) {
 	cm := &countingMetrics{}
-	env := newOAuthEnv(t, "", func(c *Config) { c.OAuthScope = wechat.ScopeUserInfo })
-	env.mw.SetMetrics(cm)
+	env := newOAuthEnv(t, "", func(c *Config) { c.OAuthScope = wechat.ScopeUserInfo }, withMetrics(cm))
 	b := env.browser()
 	auth := b.startOAuth("/wechat/oauth/start?next=/p", nil)
 	if page := b.fetch(auth, nil); page.StatusCode != http.StatusOK {

@@ -38,8 +38,7 @@ func postRaw(t *testing.T, target string, body []byte) response {
 // code in the victim's name: refused, every time, with nothing changed.
 func TestPlaintextPushURLReuseRefused(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Plaintext)
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Plaintext, withMetrics(metrics))
 	victim := env.fake.OpenID(testAppID, "alice")
 
 	// The victim logs in; the push URL ends up in somebody's log.
@@ -82,8 +81,7 @@ func TestPlaintextPushURLReuseRefused(t *testing.T) {
 // first delivery was, with one transition only.
 func TestPlaintextPushRetrySameAnswer(t *testing.T) {
 	metrics := &countingMetrics{}
-	env := newEnv(t, wechattest.Plaintext)
-	env.mw.SetMetrics(metrics)
+	env := newEnv(t, wechattest.Plaintext, withMetrics(metrics))
 	b, scene, reply := scanned(t, env, "alice")
 	logged := env.fake.Deliveries()
 	first := logged[len(logged)-1]

@@ -19,7 +19,7 @@ const maxObservedBody = 1 << 20
 // sees. Only the URL path is reported: queries hold secrets and codes.
 type observedTransport struct {
 	base    http.RoundTripper
-	metrics func() Metrics
+	metrics Metrics
 }
 
 func (t observedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -27,7 +27,7 @@ func (t observedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	call := strings.TrimPrefix(r.URL.Path, "/")
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
-		t.metrics().WeChatCall(call, "transport_error", time.Since(start))
+		t.metrics.WeChatCall(call, "transport_error", time.Since(start))
 		return resp, err
 	}
 	outcome := "http_" + strconv.Itoa(resp.StatusCode)
@@ -49,7 +49,7 @@ func (t observedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			outcome = "errcode_" + strconv.Itoa(*status.Errcode)
 		}
 	}
-	t.metrics().WeChatCall(call, outcome, time.Since(start))
+	t.metrics.WeChatCall(call, outcome, time.Since(start))
 	return resp, nil
 }
 
@@ -58,8 +58,17 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // instrumentedClient returns a copy of hc (or of the default client) whose
-// calls are observed.
+// calls are reported to the middleware's metrics.
 func (m *Middleware) instrumentedClient(hc *http.Client) *http.Client {
+	return ObservedClient(hc, m.cfg.Metrics)
+}
+
+// ObservedClient returns a copy of hc (nil means a client with a 10 s
+// timeout) that reports every call to WeChat to mt: the endpoint path, the
+// outcome ("ok", "errcode_N", "http_N", "transport_error") and the latency.
+// Adapters that make calls of their own (the Caddy module's access-token
+// cache, shared across reloads) use it so that those calls are counted too.
+func ObservedClient(hc *http.Client, mt Metrics) *http.Client {
 	c := &http.Client{Timeout: 10 * time.Second}
 	if hc != nil {
 		cp := *hc
@@ -69,6 +78,9 @@ func (m *Middleware) instrumentedClient(hc *http.Client) *http.Client {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	c.Transport = observedTransport{base: base, metrics: func() Metrics { return m.metrics }}
+	if mt == nil {
+		mt = nopMetrics{}
+	}
+	c.Transport = observedTransport{base: base, metrics: mt}
 	return c
 }

@@ -91,20 +91,20 @@ func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*s
 		// Nothing here contacts Redis: Caddy must start (and `caddy
 		// validate` must pass) while Redis is down, and logins then answer
 		// 503 until it is back.
-		client, err := redisstore.NewClient(sc.redisURL)
+		s, err := redisstore.Open(sc.redisURL, sc.redisPrefix)
 		if err != nil {
 			return nil, err
 		}
-		n := redisstore.StartNotifier(client, sc.redisPrefix)
-		st.store = redisstore.New(client, sc.redisPrefix)
-		st.notifier = n
-		st.closers = []func() error{n.Close, client.Close}
+		st.store = s // and its notifier: a store.Broadcaster
+		st.closers = []func() error{s.Close}
 	default:
 		s, err := bigcachestore.New(bigcachestore.Config{MaxTTL: maxSessionTTL + time.Hour})
 		if err != nil {
 			return nil, fmt.Errorf("create store: %w", err)
 		}
 		st.store = s
+		// One notifier for every config of this state, so a reload keeps
+		// the browsers waiting.
 		st.notifier = &middleware.LocalNotifier{}
 		embeddedStores.add(s)
 		st.closers = []func() error{func() error { embeddedStores.remove(s); return nil }, s.Close}

@@ -214,8 +214,9 @@ type Config struct {
 	// outlives configuration reloads.
 	Revocations RevocationList
 
-	// Notifier wakes waiting browsers when a scene changes. Default: in
-	// process, which is right for a single instance only.
+	// Notifier wakes waiting browsers when a scene changes. Default: the
+	// Store itself when it is a store.Broadcaster (Redis: across
+	// instances), otherwise in process.
 	Notifier Notifier
 
 	// SandboxScanURL, when set, adds a "Simulate scan" control to the login

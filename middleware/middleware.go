@@ -122,10 +122,6 @@ func New(cfg Config) (*Middleware, error) {
 	m.oauthLimiter = ratelimit.New(oauthStartsPerMinute/60, oauthStartBurst, ratelimit.WithClock(cfg.Now))
 	m.qrCeiling = ratelimit.New(float64(cfg.QRCeiling)/60, cfg.QRCeiling, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1))
 	m.waiters = &waiters{max: cfg.MaxWaiting}
-	m.notifier = cfg.Notifier
-	if m.notifier == nil {
-		m.notifier = &LocalNotifier{}
-	}
 	m.store = cfg.Store
 	if m.store == nil {
 		s, err := bigcachestore.New(bigcachestore.Config{Now: cfg.Now, MaxTTL: storeMaxTTL(cfg)})
@@ -133,6 +129,15 @@ func New(cfg Config) (*Middleware, error) {
 			return nil, fmt.Errorf("middleware: default store: %w", err)
 		}
 		m.store, m.ownStore = s, true
+	}
+	// A shared store brings its own notifications, so that a push that
+	// reaches one instance wakes the browser waiting on another.
+	m.notifier = cfg.Notifier
+	if b, ok := m.store.(store.Broadcaster); ok && m.notifier == nil {
+		m.notifier = b
+	}
+	if m.notifier == nil {
+		m.notifier = &LocalNotifier{}
 	}
 	if err := m.setUpRevocations(); err != nil {
 		_ = m.Close()

@@ -10,7 +10,7 @@ import (
 )
 
 // The benchmarks measure one round trip per operation to a redis-server
-// on loopback, through NewFromURL's client; run them with
+// on loopback, through Open's client; run them with
 // go test -run '^$' -bench . ./middleware/redisstore/
 
 // benchValue is the size of a typical scene record.
@@ -19,7 +19,7 @@ var benchValue = make([]byte, 300)
 func newBenchStore(b *testing.B) *Store {
 	b.Helper()
 	srv := redistest.Start(b)
-	s, err := NewFromURL(srv.URL(), "")
+	s, err := Open(srv.URL(), "")
 	if err != nil {
 		b.Fatalf("NewFromURL: %v", err)
 	}

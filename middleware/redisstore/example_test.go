@@ -1,32 +1,33 @@
 package redisstore_test
 
 import (
-	"context"
 	"log"
-	"time"
 
+	"github.com/wechat-login/caddy-wechat-login/middleware"
 	"github.com/wechat-login/caddy-wechat-login/middleware/redisstore"
 )
 
-// One client shared by the Store and the Notifier of an instance; every
-// instance of the cluster points at the same Redis and prefix.
+// Every instance of a cluster opens the same Redis with the same prefix and
+// gives the Store to the middleware: it keeps the login state, the logouts
+// and the notifications that wake a browser waiting on another instance.
+// Opening makes no connection; the first request does.
 func Example() {
-	client, err := redisstore.NewClient("redis://:password@redis.internal:6379/0")
+	st, err := redisstore.Open("redis://:password@redis.internal:6379/0", "wechat_login:")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer client.Close()
-
-	st := redisstore.New(client, "wechat_login:")
 	defer st.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	notifier, err := redisstore.NewNotifier(ctx, client, "wechat_login:")
+	mw, err := middleware.New(middleware.Config{
+		AppID:       "wx0123456789abcdef",
+		AppSecret:   "the-app-secret",
+		Token:       "pushtoken",
+		SessionKeys: [][]byte{[]byte("at-least-32-bytes-of-secret-randomness")},
+		Store:       st,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer notifier.Close()
-
-	// Give st and notifier to the middleware as its Store and Notifier.
+	defer mw.Close()
+	// http.ListenAndServe(":8080", mw.Handler(app))
 }

@@ -17,9 +17,9 @@ import (
 // with no round trip to Redis per waiting browser.
 const notifyChannel = "notify"
 
-// Notifier wakes waiters across instances through Redis pub/sub. It
-// implements the middleware's Notifier interface. Create it with
-// NewNotifier and Close it when done.
+// notifier wakes waiters across instances through Redis pub/sub: it is what
+// makes a Store a store.Broadcaster. A Store starts one on first use and
+// closes it with itself.
 //
 // Every instance subscribes to one Redis channel, prefix+"notify"; Publish
 // sends the topic as the message, and each instance wakes its own
@@ -31,10 +31,10 @@ const notifyChannel = "notify"
 // Redis stay up. Redis does not queue messages for a subscriber that is
 // disconnected, so a message sent while an instance's subscription
 // connection is down is lost; go-redis reconnects and resubscribes by
-// itself, and the Notifier then wakes all its subscribers once, so that
+// itself, and the notifier then wakes all its subscribers once, so that
 // each re-reads the state it waits on instead of missing a change. A wake
 // is therefore a hint to re-read, never a promise that anything changed.
-type Notifier struct {
+type notifier struct {
 	client  redis.UniversalClient
 	channel string
 	pubsub  *redis.PubSub
@@ -43,17 +43,17 @@ type Notifier struct {
 	local fanout.Set // this instance's subscribers
 
 	mu     sync.Mutex
-	closed bool // set by Close, for StartNotifier's background start
+	closed bool // set by Close, for startNotifier's background start
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// NewNotifier subscribes to the notification channel under prefix
+// subscribeNotifier subscribes to the notification channel under prefix
 // (DefaultPrefix if empty) and waits until Redis confirms the subscription,
 // or ctx ends. It fails if Redis cannot be reached. The client stays the
-// caller's; the Notifier holds one pub/sub connection of its own.
-func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix string) (*Notifier, error) {
+// caller's; the notifier holds one pub/sub connection of its own.
+func subscribeNotifier(ctx context.Context, client redis.UniversalClient, prefix string) (*notifier, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -71,7 +71,7 @@ func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix strin
 		_ = ps.Close()
 		return nil, fmt.Errorf("redisstore: subscribe to notifications: %w", err)
 	}
-	n := &Notifier{
+	n := &notifier{
 		client:  client,
 		channel: channel,
 		pubsub:  ps,
@@ -84,17 +84,17 @@ func NewNotifier(ctx context.Context, client redis.UniversalClient, prefix strin
 	return n, nil
 }
 
-// StartNotifier is NewNotifier for servers that must start while Redis is
+// startNotifier is subscribeNotifier for servers that must start while Redis is
 // down: it returns at once and subscribes in the background, retrying until
 // Redis answers (go-redis reconnects by itself). Until the subscription is
 // confirmed, only this instance's own Publish calls wake its subscribers;
 // when it is (and after every reconnect), all local subscribers are woken
 // once so that each re-reads what it waits on.
-func StartNotifier(client redis.UniversalClient, prefix string) *Notifier {
+func startNotifier(client redis.UniversalClient, prefix string) *notifier {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	n := &Notifier{
+	n := &notifier{
 		client:  client,
 		channel: prefix + notifyChannel,
 		done:    make(chan struct{}),
@@ -119,7 +119,7 @@ func StartNotifier(client redis.UniversalClient, prefix string) *Notifier {
 
 // run fans messages from Redis out to local subscribers until msgs is
 // closed.
-func (n *Notifier) run(msgs <-chan any) {
+func (n *notifier) run(msgs <-chan any) {
 	defer close(n.done)
 	for msg := range msgs {
 		switch msg := msg.(type) {
@@ -128,8 +128,8 @@ func (n *Notifier) run(msgs <-chan any) {
 				n.local.Wake(msg.Payload)
 			}
 		case *redis.Subscription:
-			// NewNotifier consumed the first confirmation, so this is a
-			// resubscription after a reconnect (or StartNotifier's first
+			// subscribeNotifier consumed the first confirmation, so this is a
+			// resubscription after a reconnect (or startNotifier's first
 			// one): messages sent before it are lost, so everyone re-reads.
 			if msg.Kind == "subscribe" {
 				n.local.WakeAll()
@@ -142,14 +142,14 @@ func (n *Notifier) run(msgs <-chan any) {
 // value (coalesced) for each later Publish of topic on any instance, and
 // once after every reconnect to Redis. cancel releases the subscription
 // and must be called. After Close, only Publish on this instance wakes it.
-func (n *Notifier) Subscribe(topic string) (<-chan struct{}, func()) {
+func (n *notifier) Subscribe(topic string) (<-chan struct{}, func()) {
 	return n.local.Subscribe(topic)
 }
 
 // Publish wakes the subscribers of topic on this instance at once and on
 // every instance through Redis. An error means the other instances may
 // not have been told; this instance's subscribers were woken regardless.
-func (n *Notifier) Publish(ctx context.Context, topic string) error {
+func (n *notifier) Publish(ctx context.Context, topic string) error {
 	n.local.Wake(topic)
 	if err := n.client.Publish(ctx, n.channel, topic).Err(); err != nil {
 		return fmt.Errorf("redisstore: publish notification: %w", err)
@@ -158,12 +158,12 @@ func (n *Notifier) Publish(ctx context.Context, topic string) error {
 }
 
 // Waiting returns how many subscriptions are open, for metrics and tests.
-func (n *Notifier) Waiting() int { return n.local.Len() }
+func (n *notifier) Waiting() int { return n.local.Len() }
 
 // Close unsubscribes, closes the pub/sub connection and waits for the
 // receive goroutines to end. It does not close the client. It is safe to
 // call more than once.
-func (n *Notifier) Close() error {
+func (n *notifier) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
 		n.closed = true

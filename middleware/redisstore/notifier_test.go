@@ -16,13 +16,13 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 )
 
-var _ middleware.Notifier = (*Notifier)(nil)
+var _ middleware.Notifier = (*notifier)(nil)
 
 // newNotifier returns a Notifier on a client of its own, as a separate
 // instance of the middleware would have, closed when the test ends.
-func newNotifier(t testing.TB, srv *redistest.Server, prefix string) *Notifier {
+func newNotifier(t testing.TB, srv *redistest.Server, prefix string) *notifier {
 	t.Helper()
-	n, err := NewNotifier(context.Background(), newClient(t, srv), prefix)
+	n, err := subscribeNotifier(context.Background(), newClient(t, srv), prefix)
 	if err != nil {
 		t.Fatalf("NewNotifier: %v", err)
 	}
@@ -276,7 +276,7 @@ func TestNotifierUnavailable(t *testing.T) {
 	client := newClient(t, srv)
 	srv.Stop()
 	start := time.Now()
-	n, err := NewNotifier(context.Background(), client, "")
+	n, err := subscribeNotifier(context.Background(), client, "")
 	if err == nil {
 		_ = n.Close()
 		t.Fatal("NewNotifier with Redis down succeeded")
@@ -287,7 +287,7 @@ func TestNotifierUnavailable(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := NewNotifier(ctx, client, ""); err == nil {
+	if _, err := subscribeNotifier(ctx, client, ""); err == nil {
 		t.Fatal("NewNotifier with a cancelled context succeeded")
 	}
 }
@@ -296,7 +296,7 @@ func TestNotifierClose(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	client := newClient(t, srv)
-	n, err := NewNotifier(ctx, client, "")
+	n, err := subscribeNotifier(ctx, client, "")
 	if err != nil {
 		t.Fatalf("NewNotifier: %v", err)
 	}
@@ -331,15 +331,15 @@ func TestNotifierClose(t *testing.T) {
 	wantWake(t, ch, 0, "local subscriber of a closed notifier")
 }
 
-// TestStartNotifierWhileRedisDown: a server that starts while Redis is down
+// TestNotifierStartsWhileRedisDown: a server that starts while Redis is down
 // gets a working Notifier at once, which starts delivering across instances
 // when Redis comes up, without being recreated.
-func TestStartNotifierWhileRedisDown(t *testing.T) {
+func TestNotifierStartsWhileRedisDown(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	srv.Stop()
 	start := time.Now()
-	late := StartNotifier(newClient(t, srv), "")
+	late := startNotifier(newClient(t, srv), "")
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Fatalf("StartNotifier blocked for %s", d)
 	}
@@ -365,12 +365,12 @@ func TestStartNotifierWhileRedisDown(t *testing.T) {
 	wantWake(t, sub, time.Second, "subscriber after a publish on another instance")
 }
 
-// TestStartNotifierClosedEarly: closing before the background subscribe has
+// TestNotifierClosedEarly: closing before the background subscribe has
 // finished does not leak or hang.
-func TestStartNotifierClosedEarly(t *testing.T) {
+func TestNotifierClosedEarly(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Stop()
-	n := StartNotifier(newClient(t, srv), "")
+	n := startNotifier(newClient(t, srv), "")
 	done := make(chan error, 1)
 	go func() { done <- n.Close() }()
 	select {

@@ -45,7 +45,7 @@ const (
 	maxValueLen = 64 << 10
 )
 
-// Client settings NewFromURL uses unless the URL sets them. Go-redis's
+// Client settings Open uses unless the URL sets them. Go-redis's
 // defaults (5 s timeouts, three retries, five dial attempts each) make a
 // call to a dead or hung Redis take many seconds; the middleware would
 // rather answer "temporarily unavailable" at once.
@@ -85,24 +85,30 @@ const (
 	casSwapped = 2
 )
 
-// Store is a store.Store in Redis. Create it with New or NewFromURL.
+// Store is a store.Store in Redis. Create it with New or Open.
 type Store struct {
 	client    redis.UniversalClient
 	prefix    string
 	ownClient bool
+
+	notifyOnce sync.Once
+	notify     *notifier // started by the first Subscribe or Publish
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.Counter = (*Store)(nil)
+	_ store.Store       = (*Store)(nil)
+	_ store.Counter     = (*Store)(nil)
+	_ store.Broadcaster = (*Store)(nil)
+	_ store.Durable     = (*Store)(nil)
 )
 
 // New returns a Store that keeps its keys in client under prefix
 // (DefaultPrefix if empty). The client stays the caller's: Close does not
 // close it, and its timeouts bound how long a call to an unreachable Redis
-// takes, so set them short (see NewFromURL).
+// takes, so set them short (see Open).
 func New(client redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
@@ -110,14 +116,13 @@ func New(client redis.UniversalClient, prefix string) *Store {
 	return &Store{client: client, prefix: prefix}
 }
 
-// NewFromURL connects to the Redis at rawURL and returns a Store that owns
+// Open connects to the Redis at rawURL and returns a Store that owns
 // the connection: Close closes it. The URL is redis://[[user]:password@]
 // host[:port][/db] or rediss:// for TLS, with go-redis's query parameters
 // (dial_timeout, read_timeout, max_retries, ...). Timeouts it leaves unset
 // are one second and calls are not retried, so that a call to a dead or
-// hung Redis fails within about a second. NewFromURL does not contact
-// Redis.
-func NewFromURL(rawURL, prefix string) (*Store, error) {
+// hung Redis fails within about a second. Open does not contact Redis.
+func Open(rawURL, prefix string) (*Store, error) {
 	client, err := NewClient(rawURL)
 	if err != nil {
 		return nil, err
@@ -127,7 +132,7 @@ func NewFromURL(rawURL, prefix string) (*Store, error) {
 	return s, nil
 }
 
-// NewClient parses rawURL as NewFromURL does and returns a client with the
+// NewClient parses rawURL as Open does and returns a client with the
 // same fail-fast settings, for callers that share one client between a
 // Store and a Notifier. Error messages never include the URL, which may
 // hold a password.
@@ -183,7 +188,7 @@ func backendError(op string, err error) error {
 // absent or expired, and returns store.ErrExists otherwise. ttl must be at
 // least a millisecond, Redis's resolution.
 //
-// With a client that retries (go-redis's default, unlike NewFromURL's), a
+// With a client that retries (go-redis's default, unlike Open's), a
 // write Redis applied but whose answer was lost reads as store.ErrExists
 // on the retry; the caller then fails safe, as for a collision.
 func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
@@ -311,20 +316,49 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Close closes the Redis client if the Store created it (NewFromURL);
-// a client passed to New is left open for its owner. Close is safe to
-// call more than once.
 // Durable reports that revocations may be kept in Redis: the middleware then
 // shares them between every instance. It is as true as the server's
 // configuration makes it: the README lists what Redis needs (no eviction,
 // append-only persistence).
 func (s *Store) Durable() bool { return true }
 
+// Subscribe implements store.Broadcaster: the returned channel receives a
+// value for each later Publish of topic on any instance sharing this Redis
+// and prefix (and once after every reconnect, so that waiters re-read what
+// they wait on). The first call subscribes to Redis in the background;
+// until Redis confirms, only this instance's Publish calls wake it.
+func (s *Store) Subscribe(topic string) (<-chan struct{}, func()) {
+	return s.notifications().Subscribe(topic)
+}
+
+// Publish implements store.Broadcaster: it wakes the subscribers of topic
+// on this instance at once and on every other instance through Redis.
+func (s *Store) Publish(ctx context.Context, topic string) error {
+	return s.notifications().Publish(ctx, topic)
+}
+
+// Waiting returns how many subscriptions are open on this instance.
+func (s *Store) Waiting() int {
+	return s.notifications().Waiting()
+}
+
+func (s *Store) notifications() *notifier {
+	s.notifyOnce.Do(func() { s.notify = startNotifier(s.client, s.prefix) })
+	return s.notify
+}
+
+// Close stops the notification subscription, if one was started, and
+// closes the Redis client if the Store created it (Open); a client passed
+// to New is left open for its owner. Close is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.notifyOnce.Do(func() {}) // no notifier starts after Close
+		if s.notify != nil {
+			s.closeErr = s.notify.Close()
+		}
 		if s.ownClient {
 			if err := s.client.Close(); err != nil {
-				s.closeErr = fmt.Errorf("redisstore: close: %w", err)
+				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("redisstore: close: %w", err))
 			}
 		}
 	})

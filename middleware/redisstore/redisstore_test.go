@@ -30,7 +30,7 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
 
-// newClient returns a client for srv with NewFromURL's settings, closed
+// newClient returns a client for srv with Open's settings, closed
 // when the test ends.
 func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Helper()
@@ -74,7 +74,7 @@ func TestConformanceOwnedClient(t *testing.T) {
 	srv := redistest.Start(t)
 	storetest.Run(t, storetest.Harness{
 		NewStore: func(t *testing.T) storetest.Subject {
-			s, err := NewFromURL(srv.URL(), uniquePrefix())
+			s, err := Open(srv.URL(), uniquePrefix())
 			if err != nil {
 				t.Fatalf("NewFromURL: %v", err)
 			}
@@ -208,7 +208,7 @@ func TestWrongType(t *testing.T) {
 	}
 }
 
-func TestNewFromURL(t *testing.T) {
+func TestOpen(t *testing.T) {
 	tests := []struct {
 		name     string
 		url      string
@@ -229,7 +229,7 @@ func TestNewFromURL(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewFromURL(tc.url, "")
+			s, err := Open(tc.url, "")
 			if tc.wantErr {
 				if err == nil {
 					_ = s.Close()
@@ -303,7 +303,7 @@ func wantBackendErrors(t *testing.T, s *Store, limit time.Duration) {
 func TestRedisDown(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	s, err := NewFromURL(srv.URL(), "")
+	s, err := Open(srv.URL(), "")
 	if err != nil {
 		t.Fatalf("NewFromURL: %v", err)
 	}
@@ -349,7 +349,7 @@ func TestRedisDown(t *testing.T) {
 func TestRedisHung(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	s, err := NewFromURL(srv.URL(), "")
+	s, err := Open(srv.URL(), "")
 	if err != nil {
 		t.Fatalf("NewFromURL: %v", err)
 	}

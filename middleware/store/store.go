@@ -77,3 +77,19 @@ type Durable interface {
 	// Durable reports whether the store keeps that promise.
 	Durable() bool
 }
+
+// Broadcaster is implemented by stores that every instance shares and that
+// can also tell every instance when something changed (Redis pub/sub). The
+// middleware wakes browsers waiting on one instance through it when a push
+// for their login reaches another; with a store that is not a Broadcaster,
+// notifications stay in the process, which is right only for a store that
+// is not shared either.
+type Broadcaster interface {
+	// Subscribe registers interest in topic: the channel receives a value
+	// (coalesced) after each later Publish of topic, on any instance.
+	// cancel releases the subscription and must be called.
+	Subscribe(topic string) (ch <-chan struct{}, cancel func())
+
+	// Publish wakes the subscribers of topic on every instance.
+	Publish(ctx context.Context, topic string) error
+}

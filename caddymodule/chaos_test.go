@@ -134,13 +134,15 @@ func TestChaosRedisRestart(t *testing.T) {
 	hangBound := duration + chaosRecoveryBound + 2*chaosCheckBound + 3*chaosRequestTimeout
 	select {
 	case <-allDone:
+		close(chaosStop)
+		<-chaosDone
 	case <-time.After(hangBound):
+		close(chaosStop)
+		<-chaosDone // it must not touch t once the test has ended
 		buf := make([]byte, 1<<20)
 		t.Fatalf("simulated browsers still busy %v after the start (bound %v); goroutines:\n%s",
 			time.Since(st.start), hangBound, buf[:runtime.Stack(buf, true)])
 	}
-	close(chaosStop)
-	<-chaosDone
 
 	// Caddy must have issued exactly the sessions the browsers received:
 	// more means a session was issued from a scene that was also redeemed

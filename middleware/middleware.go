@@ -38,6 +38,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
 	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
 	"github.com/wechat-login/caddy-wechat-login/internal/revocation"
@@ -70,7 +71,7 @@ type Middleware struct {
 	waiters   *waiters
 	csrf      *http.CrossOriginProtection
 	metrics   Metrics
-	page      *loginPage
+	page      *loginpage.Renderer
 	public    publicPaths
 
 	done      chan struct{} // closed by Close: waiting requests end
@@ -234,7 +235,7 @@ func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http
 func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, next http.Handler) {
 	switch sub {
 	case "/login", "", "/":
-		m.page.serve(w, r, m)
+		m.serveLogin(w, r)
 	case "/qr":
 		m.csrf.Handler(http.HandlerFunc(m.handleCreateQR)).ServeHTTP(w, r)
 	case "/qr.svg":
@@ -294,7 +295,7 @@ func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
 
 func (m *Middleware) forbidden(w http.ResponseWriter, r *http.Request) {
 	if wantsHTML(r) {
-		m.page.serveMessage(w, r, http.StatusForbidden, "forbidden")
+		m.serveForbidden(w, r)
 		return
 	}
 	writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")

@@ -64,6 +64,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
@@ -333,21 +334,21 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		m.oauthPage(w, r, http.StatusBadRequest, msgBadRequest, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadRequest, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	method, popup, err := parseOAuthStart(q)
 	if err != nil {
-		m.oauthPage(w, r, http.StatusBadRequest, msgBadRequest, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadRequest, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	next, ok := m.cleanNext(q["next"])
 	if !ok {
-		m.oauthPage(w, r, http.StatusBadRequest, msgBadNext, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadNext, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	if !m.cfg.enabled(method) {
-		m.oauthPage(w, r, http.StatusNotFound, msgNotEnabled, m.loginURL(next), nil)
+		m.oauthPage(w, r, http.StatusNotFound, loginpage.MsgNotEnabled, m.loginURL(next), nil)
 		return
 	}
 	if _, err := m.session(r); err == nil {
@@ -357,7 +358,7 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 	}
 	if ok, retry := m.oauthLimiter.Allow(clientKey(m.cfg.ClientIP(r))); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
-		m.oauthPage(w, r, http.StatusTooManyRequests, msgTooMany, m.loginURL(next), nil)
+		m.oauthPage(w, r, http.StatusTooManyRequests, loginpage.MsgTooMany, m.loginURL(next), nil)
 		return
 	}
 	b, _ := m.oauthBindingOf(r)
@@ -407,7 +408,7 @@ func (m *Middleware) startOAuth(w http.ResponseWriter, r *http.Request, rec oaut
 	if err != nil {
 		// Only the Host can make this fail.
 		m.log.Warn("cannot build the WeChat authorization URL", zap.String("method", rec.Method), zap.Error(err))
-		m.oauthPage(w, r, http.StatusBadRequest, msgBadRequest, "", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadRequest, "", nil)
 		return
 	}
 	now := m.cfg.Now()
@@ -415,7 +416,7 @@ func (m *Middleware) startOAuth(w http.ResponseWriter, r *http.Request, rec oaut
 	rec.ExpiresAt = now.Add(oauthStateTTL).Unix()
 	raw, err := json.Marshal(rec)
 	if err != nil {
-		m.oauthPage(w, r, http.StatusInternalServerError, msgUnavailable, "", nil)
+		m.oauthPage(w, r, http.StatusInternalServerError, loginpage.MsgUnavailable, "", nil)
 		return
 	}
 	if err := m.store.Create(r.Context(), oauthKey(state), raw, oauthStateTTL); err != nil {
@@ -424,7 +425,7 @@ func (m *Middleware) startOAuth(w http.ResponseWriter, r *http.Request, rec oaut
 	}
 	if err := m.setOAuthBinding(w, r, b, state, now); err != nil {
 		m.log.Error("cannot bind the OAuth state", zap.Error(err))
-		m.oauthPage(w, r, http.StatusInternalServerError, msgUnavailable, "", nil)
+		m.oauthPage(w, r, http.StatusInternalServerError, loginpage.MsgUnavailable, "", nil)
 		return
 	}
 	m.log.Debug("OAuth flow started", zap.String("method", rec.Method), zap.String("state", state[:8]), zap.Bool("restarted", rec.Restarted))
@@ -447,7 +448,7 @@ func (m *Middleware) handleOAuthCallback(w http.ResponseWriter, r *http.Request)
 	p, err := parseOAuthCallback(r.URL.RawQuery)
 	if err != nil {
 		m.log.Info("OAuth callback refused", zap.String("reason", err.Error()))
-		m.oauthPage(w, r, http.StatusBadRequest, msgBadRequest, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadRequest, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	b, hasCookie := m.oauthBindingOf(r)
@@ -469,7 +470,7 @@ func (m *Middleware) handleOAuthCallback(w http.ResponseWriter, r *http.Request)
 	}
 	rec, ok := m.decodeOAuthRecord(raw)
 	if !ok {
-		m.oauthPage(w, r, http.StatusBadRequest, msgExpired, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgExpired, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	m.finishOAuth(w, r, p, rec)
@@ -498,7 +499,7 @@ func (m *Middleware) callbackAgain(w http.ResponseWriter, r *http.Request, state
 		m.oauthStoreFailure(w, r, "load OAuth outcome", err, nil)
 		return
 	}
-	m.oauthPage(w, r, http.StatusBadRequest, msgExpired, m.cfg.Prefix+"/login", nil)
+	m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgExpired, m.cfg.Prefix+"/login", nil)
 }
 
 // unboundCallback answers a callback whose state this browser's binding
@@ -513,7 +514,7 @@ func (m *Middleware) unboundCallback(w http.ResponseWriter, r *http.Request, p o
 			m.callbackAgain(w, r, p.State)
 			return
 		}
-		m.oauthPage(w, r, http.StatusBadRequest, msgExpired, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgExpired, m.cfg.Prefix+"/login", nil)
 		return
 	}
 	if err != nil {
@@ -523,17 +524,17 @@ func (m *Middleware) unboundCallback(w http.ResponseWriter, r *http.Request, p o
 	rec, ok := m.decodeOAuthRecord(raw)
 	switch {
 	case !ok:
-		m.oauthPage(w, r, http.StatusBadRequest, msgExpired, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgExpired, m.cfg.Prefix+"/login", nil)
 	case !p.HasCode:
 		// Declining reveals nothing and logs nobody in; say so plainly even
 		// if the cookie went missing.
-		m.oauthPage(w, r, http.StatusForbidden, msgDeclined, m.oauthStartURL(rec.Method, rec.Next, rec.Popup), nil)
+		m.oauthPage(w, r, http.StatusForbidden, loginpage.MsgDeclined, m.oauthStartURL(rec.Method, rec.Next, rec.Popup), nil)
 	case !hasCookie && rec.Method == MethodOAuth && !rec.Restarted:
 		// WeChat's browser lost the cookie: spend the old state without
 		// its code and start over once (see the comment at the top).
 		if _, err := m.store.Take(ctx, oauthKey(p.State)); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				m.oauthPage(w, r, http.StatusBadRequest, msgExpired, m.cfg.Prefix+"/login", nil)
+				m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgExpired, m.cfg.Prefix+"/login", nil)
 				return
 			}
 			m.oauthStoreFailure(w, r, "take OAuth state", err, nil)
@@ -546,11 +547,11 @@ func (m *Middleware) unboundCallback(w http.ResponseWriter, r *http.Request, p o
 	case !hasCookie && rec.Restarted:
 		m.log.Info("OAuth state cookie missing again after a restart; asking the user to allow cookies",
 			zap.String("state", p.State[:8]))
-		m.oauthPage(w, r, http.StatusBadRequest, msgCookies, m.oauthStartURL(rec.Method, rec.Next, rec.Popup), nil)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgCookies, m.oauthStartURL(rec.Method, rec.Next, rec.Popup), nil)
 	default:
 		m.log.Warn("OAuth callback with a state from another browser refused",
 			zap.String("method", rec.Method), zap.String("state", p.State[:8]), zap.Bool("binding_cookie", hasCookie))
-		m.oauthPage(w, r, http.StatusForbidden, msgOtherBrowser, m.cfg.Prefix+"/login", nil)
+		m.oauthPage(w, r, http.StatusForbidden, loginpage.MsgOtherBrowser, m.cfg.Prefix+"/login", nil)
 	}
 }
 
@@ -561,7 +562,7 @@ func (m *Middleware) finishOAuth(w http.ResponseWriter, r *http.Request, p oauth
 	if !p.HasCode {
 		m.log.Info("OAuth consent declined", zap.String("method", rec.Method))
 		m.metrics.LoginDenied(rec.Method)
-		m.oauthPage(w, r, http.StatusForbidden, msgDeclined, retry, &rec)
+		m.oauthPage(w, r, http.StatusForbidden, loginpage.MsgDeclined, retry, &rec)
 		return
 	}
 	ctx := r.Context()
@@ -576,7 +577,7 @@ func (m *Middleware) finishOAuth(w http.ResponseWriter, r *http.Request, p oauth
 		// account of it.
 		m.log.Info("OAuth login by a snapshot-page user refused", zap.String("method", rec.Method))
 		m.metrics.LoginDenied(rec.Method)
-		m.oauthPage(w, r, http.StatusOK, msgSnapshot, retry, &rec)
+		m.oauthPage(w, r, http.StatusOK, loginpage.MsgSnapshot, retry, &rec)
 		return
 	}
 	id := Identity{AppID: app.AppID, OpenID: tok.OpenID, UnionID: tok.UnionID, Method: rec.Method}
@@ -586,12 +587,12 @@ func (m *Middleware) finishOAuth(w http.ResponseWriter, r *http.Request, p oauth
 	if !m.allowed(id) {
 		m.log.Info("login refused by allowlist", zap.String("method", rec.Method), zap.String("openid", logID(id.OpenID)))
 		m.metrics.LoginDenied(rec.Method)
-		m.oauthPage(w, r, http.StatusForbidden, msgForbidden, "", &rec)
+		m.oauthPage(w, r, http.StatusForbidden, loginpage.MsgForbidden, "", &rec)
 		return
 	}
 	if err := m.issueSession(w, r, id); err != nil {
 		m.log.Error("cannot issue session", zap.Error(err))
-		m.oauthPage(w, r, http.StatusInternalServerError, msgUnavailable, retry, &rec)
+		m.oauthPage(w, r, http.StatusInternalServerError, loginpage.MsgUnavailable, retry, &rec)
 		return
 	}
 	m.log.Info("login", zap.String("method", rec.Method), zap.String("openid", logID(id.OpenID)),
@@ -650,7 +651,7 @@ func (m *Middleware) oauthSucceeded(w http.ResponseWriter, r *http.Request, next
 	case again != "" && r.URL.Query().Has("code"):
 		http.Redirect(w, r, again, http.StatusSeeOther)
 	default:
-		m.renderOAuthPage(w, r, http.StatusOK, msgSuccess, "", &popupMessage{Type: popupMessageType, Status: StateConfirmed, Redirect: next})
+		m.oauthPopupDone(w, r, next)
 	}
 }
 
@@ -678,23 +679,23 @@ func (m *Middleware) oauthExchangeFailure(w http.ResponseWriter, r *http.Request
 		// Expired or already spent: common and harmless (a slow user, a
 		// reload that raced the first load).
 		m.log.Info("OAuth code refused by WeChat", wechatFields(call, err)...)
-		m.oauthPage(w, r, http.StatusBadRequest, msgCodeInvalid, retry, &rec)
+		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgCodeInvalid, retry, &rec)
 	case slices.Contains(oauthConfigErrcodes, code):
 		m.log.Error("OAuth code exchange failed: check the app ID, app secret and API IP allowlist of the "+rec.Method+" app",
 			wechatFields(call, err)...)
 		m.metrics.WeChatFailure("oauth exchange")
-		m.oauthPage(w, r, http.StatusBadGateway, msgMisconfigured, retry, &rec)
+		m.oauthPage(w, r, http.StatusBadGateway, loginpage.MsgMisconfigured, retry, &rec)
 	default:
 		// -1 (busy), rate limits, timeouts, WeChat unreachable.
 		m.log.Error("OAuth code exchange failed", wechatFields(call, err)...)
 		m.metrics.WeChatFailure("oauth exchange")
 		w.Header().Set("Retry-After", "5")
-		m.oauthPage(w, r, http.StatusServiceUnavailable, msgBusy, retry, &rec)
+		m.oauthPage(w, r, http.StatusServiceUnavailable, loginpage.MsgBusy, retry, &rec)
 	}
 }
 
 func (m *Middleware) oauthStoreFailure(w http.ResponseWriter, r *http.Request, what string, err error, rec *oauthRecord) {
 	m.log.Error("store failure", zap.String("op", what), zap.Error(err))
 	w.Header().Set("Retry-After", "5")
-	m.oauthPage(w, r, http.StatusServiceUnavailable, msgUnavailable, m.cfg.Prefix+"/login", rec)
+	m.oauthPage(w, r, http.StatusServiceUnavailable, loginpage.MsgUnavailable, m.cfg.Prefix+"/login", rec)
 }

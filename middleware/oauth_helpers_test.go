@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
 
@@ -126,7 +127,7 @@ var (
 
 // popupPage is what a popup result page will post to its opener.
 type popupPage struct {
-	Message popupMessage
+	Message loginpage.PopupMessage
 	Origin  string
 }
 

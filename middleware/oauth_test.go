@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
@@ -404,7 +405,7 @@ func TestOAuthDeniedConsent(t *testing.T) {
 		t.Fatalf("denial redirect %q", callback)
 	}
 	page := b.fetch(callback, nil)
-	if page.StatusCode != http.StatusForbidden || !strings.Contains(string(page.body), oauthTexts["en"].Messages[msgDeclined]) ||
+	if page.StatusCode != http.StatusForbidden || !strings.Contains(string(page.body), loginpage.MsgDeclined.In("en")) ||
 		!strings.Contains(string(page.body), `href="/wechat/oauth/start?next=%2Fp"`) {
 		t.Fatalf("denied: %d %s", page.StatusCode, page.body)
 	}
@@ -524,7 +525,7 @@ func TestOAuthWebsitePopup(t *testing.T) {
 		if p.Origin != env.srv.URL {
 			t.Fatalf("postMessage target origin %q, want exactly %q", p.Origin, env.srv.URL)
 		}
-		if p.Message != (popupMessage{Type: "wechat_login", Status: "confirmed", Redirect: "/dash?a=1"}) {
+		if p.Message != (loginpage.PopupMessage{Type: "wechat_login", Status: "confirmed", Redirect: "/dash?a=1"}) {
 			t.Fatalf("popup message %+v", p.Message)
 		}
 		if regexp.MustCompile(`(src|href)="(https?:)?//`).Match(page.body) {
@@ -559,7 +560,7 @@ func TestOAuthPopupError(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, resp.body)
 	}
 	p := parsePopupPage(t, resp)
-	want := popupMessage{Type: "wechat_login", Status: "error", Message: oauthTexts["zh"].Messages[msgBusy]}
+	want := loginpage.PopupMessage{Type: "wechat_login", Status: "error", Message: loginpage.MsgBusy.In("zh")}
 	if p.Message != want || p.Origin != env.srv.URL {
 		t.Fatalf("popup error %+v to %q", p.Message, p.Origin)
 	}

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 )
 
 // pageFor serves GET target from a middleware configured by cfg (on top
@@ -38,44 +40,6 @@ func pageFor(t *testing.T, cfg func(*Config), target string, hdr ...string) *htt
 	rec := httptest.NewRecorder()
 	mw.Handler(http.NotFoundHandler()).ServeHTTP(rec, req)
 	return rec
-}
-
-func TestPickLang(t *testing.T) {
-	for _, tc := range []struct{ header, want string }{
-		{"", "en"},
-		{"zh-CN,zh;q=0.9,en;q=0.8", "zh"},
-		{"zh-TW", "zh"},
-		{"ZH", "zh"},
-		{"en-US,en;q=0.9", "en"},
-		{"fr-FR,fr;q=0.9,zh;q=0.5,en;q=0.4", "zh"},
-		{"en;q=0.5,zh;q=0.8", "zh"}, // quality wins over order
-		{"zh;q=0.8,en;q=0.8", "zh"}, // on a tie, the first listed
-		{"zh;q=0,en", "en"},         // q=0: not acceptable
-		{"zh;q=0", "en"},
-		{"zhx,en", "en"}, // not Chinese, just a prefix
-		{"de, *", "en"},
-		{"zh;q=abc", "zh"}, // a broken q counts as 1
-		{"en;q=NaN,zh;q=0.1", "en"},
-		{" zh-Hans-CN ; q=1 ", "zh"},
-		{",,;;,", "en"},
-	} {
-		if got := pickLang(tc.header); got != tc.want {
-			t.Errorf("pickLang(%q) = %q, want %q", tc.header, got, tc.want)
-		}
-	}
-}
-
-// FuzzPickLang: any Accept-Language header picks one of the two languages,
-// without panicking.
-func FuzzPickLang(f *testing.F) {
-	for _, s := range []string{"", "zh-CN,zh;q=0.9", "en;q=0.5,zh;q=0.8", "zh;q=", ";q=1,", "zh;q=1e309", "\xff;q=0.1"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, header string) {
-		if got := pickLang(header); got != "en" && got != "zh" {
-			t.Fatalf("pickLang(%q) = %q", header, got)
-		}
-	})
 }
 
 var (
@@ -142,13 +106,13 @@ func TestLoginPageCSP(t *testing.T) {
 }
 
 // pageScriptData returns what the page hands its script.
-func pageScriptData(t *testing.T, body string) pageConfig {
+func pageScriptData(t *testing.T, body string) loginpage.ScriptConfig {
 	t.Helper()
 	m := regexp.MustCompile(`<script type="application/json" id="wl-data">(.*?)</script>`).FindStringSubmatch(body)
 	if m == nil {
 		t.Fatal("no #wl-data")
 	}
-	var c pageConfig
+	var c loginpage.ScriptConfig
 	if err := json.Unmarshal([]byte(m[1]), &c); err != nil {
 		t.Fatalf("#wl-data: %v: %s", err, m[1])
 	}
@@ -163,13 +127,13 @@ func TestLoginPageContent(t *testing.T) {
 		hdr    []string
 		want   []string
 		absent []string
-		check  func(t *testing.T, c pageConfig)
+		check  func(t *testing.T, c loginpage.ScriptConfig)
 	}{{
 		name:   "english by default",
 		target: "/wechat/login?next=/docs",
 		want:   []string{`<html lang="en">`, "<h1 id=\"wl-title\">Example</h1>", "Log in with WeChat · Example", `alt="Login QR code: scan it with WeChat"`, `role="status" aria-live="polite"`},
 		absent: []string{`id="wl-open"`, `id="wl-sandbox"`, `class="logo"`},
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Prefix != "/wechat" || c.Next != "/docs" || c.Text.Waiting != "Waiting for you to scan…" || c.Open != "" || c.Sandbox != "" {
 				t.Errorf("script data %+v", c)
 			}
@@ -179,7 +143,7 @@ func TestLoginPageContent(t *testing.T) {
 		target: "/wechat/login",
 		hdr:    []string{"Accept-Language", "zh-CN,zh;q=0.9,en;q=0.8"},
 		want:   []string{`<html lang="zh-CN">`, "微信登录 · Example", "请用微信扫描"},
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Next != "/" || c.Text.Waiting != "等待扫码…" || !strings.Contains(c.Text.ExpiresIn, "{t}") {
 				t.Errorf("script data %+v", c)
 			}
@@ -207,7 +171,7 @@ func TestLoginPageContent(t *testing.T) {
 		},
 		target: "/wechat/login?next=/a%3Fb%3D1%26c",
 		want:   []string{`<button type="button" class="secondary" id="wl-open">Open the WeChat login window</button>`},
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Open != "/wechat/oauth/start?method=open&next=%2Fa%3Fb%3D1%26c" {
 				t.Errorf("website login URL %q", c.Open)
 			}
@@ -217,7 +181,7 @@ func TestLoginPageContent(t *testing.T) {
 		cfg:    func(c *Config) { c.SandboxScanURL = "/wechat/sandbox/scan"; c.SandboxUsers = []string{"alice", "bob"} },
 		target: "/wechat/login",
 		want:   []string{`id="wl-sandbox"`, "<option>alice</option><option>bob</option>", "Simulate scan"},
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Sandbox != "/wechat/sandbox/scan" {
 				t.Errorf("sandbox URL %q", c.Sandbox)
 			}
@@ -226,7 +190,7 @@ func TestLoginPageContent(t *testing.T) {
 		name:   "other prefix",
 		cfg:    func(c *Config) { c.Prefix = "/auth/wx" },
 		target: "/auth/wx/login?next=/z",
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Prefix != "/auth/wx" || c.Next != "/z" {
 				t.Errorf("script data %+v", c)
 			}
@@ -235,7 +199,7 @@ func TestLoginPageContent(t *testing.T) {
 		name:   "bad next falls back to /",
 		target: "/wechat/login?next=//evil.example/",
 		absent: []string{"evil.example"},
-		check: func(t *testing.T, c pageConfig) {
+		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Next != "/" {
 				t.Errorf("next %q", c.Next)
 			}
@@ -319,21 +283,10 @@ func TestForbiddenPage(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.Header.Set("Accept-Language", "zh-CN")
 	rec := httptest.NewRecorder()
-	mw.page.serveMessage(rec, req, http.StatusForbidden, "forbidden")
+	mw.serveForbidden(rec, req)
 	body := rec.Body.String()
 	if rec.Code != http.StatusForbidden || !strings.Contains(body, `role="alert">此微信账号无权访问本站。`) || strings.Contains(body, "wl-data") {
 		t.Fatalf("forbidden page: %d %s", rec.Code, body)
-	}
-}
-
-func TestCompact(t *testing.T) {
-	css := "/* a\n   b */\na { color: red; } /* c */\n\n  b{x:y}\n"
-	if got, want := compact(css, true), "a { color: red; }\nb{x:y}\n"; got != want {
-		t.Errorf("css: %q, want %q", got, want)
-	}
-	js := "// head\n  var a = \"//not a comment\";\n\n  // note\n  f(); // trailing stays\n"
-	if got, want := compact(js, false), "var a = \"//not a comment\";\nf(); // trailing stays\n"; got != want {
-		t.Errorf("js: %q, want %q", got, want)
 	}
 }
 

@@ -1,0 +1,278 @@
+// Package loginpage renders the HTML pages of a WeChat login: the login
+// page, which shows the QR code and drives it with its script, and the
+// pages that end the OAuth flows (a finished login in a popup, and every
+// error).
+//
+// The pages know nothing of sessions, stores or configuration: the caller
+// says what a page shows, and the Renderer picks the language from the
+// request, executes the template and writes the response with its security
+// headers. Every page carries a strict Content-Security-Policy that allows
+// nothing but the page's own script and style, which carry a nonce fresh
+// for each response.
+package loginpage
+
+import (
+	"bytes"
+	"crypto/rand"
+	"embed"
+	"encoding/base64"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Renderer renders the pages. It is safe for concurrent use.
+type Renderer struct {
+	login  *template.Template
+	oauth  *template.Template
+	style  template.CSS
+	script template.JS
+}
+
+// New returns a Renderer with the built-in pages, and custom in place of
+// the built-in login page when it is not nil. custom receives a Page.
+func New(custom *template.Template) (*Renderer, error) {
+	css, err := assets.ReadFile("assets/login.css")
+	if err != nil {
+		return nil, fmt.Errorf("loginpage: style: %w", err)
+	}
+	js, err := assets.ReadFile("assets/login.js")
+	if err != nil {
+		return nil, fmt.Errorf("loginpage: script: %w", err)
+	}
+	p := &Renderer{
+		login: custom,
+		// Both are our own embedded files, never user input, which is what
+		// makes these conversions safe.
+		style:  template.CSS(compact(string(css), true)),
+		script: template.JS(compact(string(js), false)),
+	}
+	if p.login == nil {
+		if p.login, err = template.ParseFS(assets, "assets/login.html"); err != nil {
+			return nil, fmt.Errorf("loginpage: login page: %w", err)
+		}
+	}
+	if p.oauth, err = template.ParseFS(assets, "assets/oauth.html"); err != nil {
+		return nil, fmt.Errorf("loginpage: OAuth page: %w", err)
+	}
+	return p, nil
+}
+
+// compact strips what a browser does not need from our own CSS or script:
+// indentation, blank lines and comments. CSS comments (/* */) go wherever
+// they are; script comments only when they fill a whole line starting with
+// "//", so the script must keep its comments on lines of their own and never
+// continue a string across lines.
+func compact(src string, css bool) string {
+	if css {
+		var b strings.Builder
+		for {
+			start := strings.Index(src, "/*")
+			if start < 0 {
+				break
+			}
+			end := strings.Index(src[start+2:], "*/")
+			if end < 0 {
+				src = src[:start]
+				break
+			}
+			b.WriteString(src[:start])
+			src = src[start+2+end+2:]
+		}
+		b.WriteString(src)
+		src = b.String()
+	}
+	var b strings.Builder
+	b.Grow(len(src))
+	for line := range strings.Lines(src) {
+		line = strings.TrimSpace(line)
+		if line == "" || (!css && strings.HasPrefix(line, "//")) {
+			continue
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Login is what the login page shows of the site and its configuration.
+type Login struct {
+	SiteName string
+	LogoURL  string
+	Prefix   string // where the login's endpoints are: {Prefix}/qr, {Prefix}/events, …
+	Next     string // where a finished login goes
+
+	// OpenURL starts website login (without popup=1: the script adds it
+	// when it manages to open a popup). Empty when the method is off.
+	OpenURL string
+
+	SandboxScanURL string
+	SandboxUsers   []string
+}
+
+// Page is what the login page template receives, the built-in one and a
+// custom one alike: the fields of Login, and the following.
+//
+// A custom template includes the page's behaviour with
+//
+//	<style nonce="{{.Nonce}}">{{.Style}}</style>
+//	<script type="application/json" id="wl-data">{{.Config}}</script>
+//	<script nonce="{{.Nonce}}">{{.Script}}</script>
+//
+// and gives the script the elements it drives, by id: wl-qr (the QR area,
+// whose data-state the script sets), wl-img (the QR <img>), wl-status (the
+// live status line), and optionally wl-veil-text, wl-retry, wl-timer,
+// wl-countdown, wl-bar, wl-open (website login button) and wl-sandbox.
+type Page struct {
+	Login
+	Lang     string // "en" or "zh"
+	HTMLLang string // for <html lang>: "en" or "zh-CN"
+	Nonce    string // the CSP nonce every <script> and <style> must carry
+	Message  string // when set, the page shows it instead of a QR code
+
+	T      Text // the wording in Lang
+	Style  template.CSS
+	Script template.JS
+	Config ScriptConfig
+}
+
+// ScriptConfig is the JSON the login page's script reads from #wl-data.
+type ScriptConfig struct {
+	Prefix  string `json:"prefix"`
+	Next    string `json:"next"`
+	Open    string `json:"open,omitempty"`
+	Sandbox string `json:"sandbox,omitempty"`
+	Text    Text   `json:"t"`
+}
+
+// Login renders the login page.
+func (p *Renderer) Login(w http.ResponseWriter, r *http.Request, l Login) error {
+	return p.renderLogin(w, r, http.StatusOK, l, 0)
+}
+
+// Notice renders the login page with msg in place of the QR code; of l,
+// only the site's name and logo are shown.
+func (p *Renderer) Notice(w http.ResponseWriter, r *http.Request, status int, l Login, msg Message) error {
+	return p.renderLogin(w, r, status, l, msg)
+}
+
+func (p *Renderer) renderLogin(w http.ResponseWriter, r *http.Request, status int, l Login, msg Message) error {
+	lang := pickLang(r.Header.Get("Accept-Language"))
+	t := texts[lang]
+	d := Page{
+		Login:    l,
+		Lang:     lang,
+		HTMLLang: htmlLang[lang],
+		Nonce:    newNonce(),
+		Message:  t.message(msg),
+		T:        t,
+		Style:    p.style,
+		Script:   p.script,
+		Config:   ScriptConfig{Prefix: l.Prefix, Next: l.Next, Open: l.OpenURL, Sandbox: l.SandboxScanURL, Text: t},
+	}
+	return send(w, r, status, p.login, d, d.Nonce, loginSources)
+}
+
+// Outcome is what a page that ends an OAuth flow says.
+type Outcome struct {
+	// Message is MsgSuccess for a finished login, otherwise what went
+	// wrong.
+	Message Message
+	// RetryURL is a same-site link that starts the login again; "" for
+	// none.
+	RetryURL string
+	// Next is where a finished login goes on to.
+	Next string
+	// Popup is set when the flow runs in a popup opened by the login page:
+	// the page then posts a PopupMessage to window.opener at Origin, this
+	// site's exact origin, and closes. Without an opener, a finished login
+	// goes on to Next and an error stays on the page.
+	Popup  bool
+	Origin string
+}
+
+// PopupMessage is what the page that ends a flow in a popup posts to its
+// opener.
+type PopupMessage struct {
+	Type     string `json:"type"`   // always "wechat_login": the login page ignores other messages
+	Status   string `json:"status"` // "confirmed" or "error"
+	Redirect string `json:"redirect,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
+// outcomePage is what assets/oauth.html receives.
+type outcomePage struct {
+	Lang, Message string
+	// RetryURL and ContinueURL are same-site links; either may be empty.
+	RetryURL, ContinueURL string
+	T                     Text
+	Nonce                 string
+	Popup                 *PopupMessage
+	Origin                string
+}
+
+// Outcome renders the page that ends an OAuth flow.
+func (p *Renderer) Outcome(w http.ResponseWriter, r *http.Request, status int, o Outcome) error {
+	lang := pickLang(r.Header.Get("Accept-Language"))
+	t := texts[lang]
+	d := outcomePage{
+		Lang:     lang,
+		Message:  t.message(o.Message),
+		RetryURL: o.RetryURL,
+		T:        t,
+		Nonce:    newNonce(),
+		Origin:   o.Origin,
+	}
+	popup := PopupMessage{Type: "wechat_login", Status: "error", Message: d.Message}
+	if o.Message == MsgSuccess {
+		d.ContinueURL = o.Next
+		popup = PopupMessage{Type: popup.Type, Status: "confirmed", Redirect: o.Next}
+	}
+	if o.Popup {
+		d.Popup = &popup
+	}
+	return send(w, r, status, p.oauth, d, d.Nonce, oauthSources)
+}
+
+// What each page may use besides its own script and style. The OAuth pages
+// load nothing at all: they may sit at a URL that carried a code.
+const (
+	loginSources = "img-src 'self' data:; connect-src 'self'; form-action 'self'"
+	oauthSources = "form-action 'none'"
+)
+
+// newNonce returns 128 random bits in the URL-safe alphabet, which needs no
+// escaping in an HTML attribute.
+func newNonce() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails: crypto/rand panics rather than return an error
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// send executes t with data and writes the page with its security headers:
+// a policy that allows sources and the script and style carrying nonce.
+// When t fails, nothing is written and the error is returned.
+func send(w http.ResponseWriter, r *http.Request, status int, t *template.Template, data any, nonce, sources string) error {
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, data); err != nil {
+		return fmt.Errorf("loginpage: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; style-src 'nonce-"+nonce+"'; "+
+		sources+"; base-uri 'none'; frame-ancestors 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Vary", "Accept-Language")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+package loginpage
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Text is the wording of every page in one language. The fields with a JSON
+// name are also handed to the login page's script, which shows them as the
+// login moves from state to state.
+type Text struct {
+	Title     string `json:"-"`
+	Scan      string `json:"-"`
+	QRAlt     string `json:"-"`
+	NoScript  string `json:"-"`
+	Simulate  string `json:"-"`
+	AsUser    string `json:"-"`
+	Sandbox   string `json:"-"`
+	OpenLogin string `json:"-"`
+	Or        string `json:"-"`
+	// Continue labels the link from a finished login's page on to the site.
+	Continue string `json:"-"`
+
+	Loading      string `json:"loading"`
+	Waiting      string `json:"waiting"`
+	Scanned      string `json:"scanned"`
+	Success      string `json:"success"`
+	Expired      string `json:"expired"`
+	Denied       string `json:"denied"`
+	Error        string `json:"error"`
+	Reconnecting string `json:"reconnecting"`
+	Refresh      string `json:"refresh"`
+	Retry        string `json:"retry"`
+	ExpiresIn    string `json:"expiresIn"` // {t} is replaced by m:ss
+	// SimulateConfirm labels the sandbox button once a scan waits for the
+	// confirmation in chat.
+	SimulateConfirm string `json:"simulateConfirm"`
+
+	// problems words the messages that have no field of their own.
+	problems map[Message]string
+}
+
+// Forbidden is the refusal of an account that may not use the site. It
+// keeps {{.T.Forbidden}} working in custom login templates.
+func (t Text) Forbidden() string { return t.Denied }
+
+// message returns the wording of m, "" for none.
+func (t Text) message(m Message) string {
+	switch m {
+	case MsgSuccess:
+		return t.Success
+	case MsgForbidden:
+		return t.Denied
+	}
+	return t.problems[m]
+}
+
+// Message names what a page says in place of its usual content: the
+// outcome of an OAuth flow, or why the login page shows no QR code.
+type Message int
+
+// The messages. The zero Message is none.
+const (
+	_ Message = iota
+	MsgSuccess
+	MsgForbidden // the account is not allowed on this site
+	MsgBadRequest
+	MsgBadNext
+	MsgNotEnabled
+	MsgTooMany
+	MsgExpired // the login link, not a QR code
+	MsgOtherBrowser
+	MsgCookies
+	MsgDeclined
+	MsgSnapshot
+	MsgCodeInvalid
+	MsgMisconfigured
+	MsgBusy
+	MsgUnavailable
+)
+
+// In returns the wording of m in lang ("en" or "zh").
+func (m Message) In(lang string) string { return texts[lang].message(m) }
+
+var texts = map[string]Text{
+	"en": {
+		Title:    "Log in with WeChat",
+		Scan:     "Open WeChat on your phone, tap + then Scan, and point it at the code.",
+		QRAlt:    "Login QR code: scan it with WeChat",
+		NoScript: "This page needs JavaScript to show the login code.",
+		Simulate: "Simulate scan",
+
+		SimulateConfirm: "Simulate replying the code in WeChat",
+		AsUser:          "Scan as test user",
+		Sandbox:         "Sandbox: no real WeChat involved",
+		OpenLogin:       "Open the WeChat login window",
+		Or:              "or",
+		Continue:        "Continue",
+
+		Loading:      "Preparing your login code…",
+		Waiting:      "Waiting for you to scan…",
+		Scanned:      "Scanned. Confirm the login on your phone…",
+		Success:      "Logged in. Taking you back…",
+		Expired:      "This code has expired.",
+		Denied:       "This WeChat account is not allowed to use this site.",
+		Error:        "Something went wrong. Please try again.",
+		Reconnecting: "Connection lost. Reconnecting…",
+		Refresh:      "Get a new code",
+		Retry:        "Try again",
+		ExpiresIn:    "Expires in {t}",
+
+		problems: map[Message]string{
+			MsgBadRequest:    "This login link is not valid. Please start again.",
+			MsgBadNext:       "This login link points to another site, so it was not followed.",
+			MsgTooMany:       "Too many login attempts from your network. Please wait a minute and try again.",
+			MsgNotEnabled:    "This way of logging in is not enabled on this site.",
+			MsgExpired:       "This login link has expired or has already been used. Please start again.",
+			MsgOtherBrowser:  "This login was started in another browser or tab. For your safety it was not completed here. Please start again.",
+			MsgCookies:       "Your browser did not keep this site's cookies, which logging in needs. Please allow cookies (or open the page in your phone's browser) and try again.",
+			MsgDeclined:      "You did not allow WeChat to log you in.",
+			MsgSnapshot:      "You are viewing a preview of this page, which does not tell us who you are. Tap “Use full service” (使用完整服务) at the bottom of the screen, then log in again.",
+			MsgCodeInvalid:   "This WeChat login has expired or was already used. Please log in again.",
+			MsgMisconfigured: "WeChat login is not set up correctly on this site. Please try again later or tell the site's owner.",
+			MsgBusy:          "WeChat is busy right now. Please try again in a moment.",
+			MsgUnavailable:   "Logging in is temporarily unavailable. Please try again in a moment.",
+		},
+	},
+	"zh": {
+		Title:    "微信登录",
+		Scan:     "打开手机微信，点击右上角“+”中的“扫一扫”，扫描二维码即可登录。",
+		QRAlt:    "登录二维码，请用微信扫描",
+		NoScript: "本页面需要启用 JavaScript 才能显示登录二维码。",
+		Simulate: "模拟扫码",
+
+		SimulateConfirm: "模拟在微信中回复确认码",
+		AsUser:          "以测试用户身份扫码",
+		Sandbox:         "沙盒模式：不连接真实的微信",
+		OpenLogin:       "打开微信登录窗口",
+		Or:              "或",
+		Continue:        "继续",
+
+		Loading:      "正在生成登录二维码…",
+		Waiting:      "等待扫码…",
+		Scanned:      "扫码成功，请在手机上确认登录…",
+		Success:      "登录成功，正在跳转…",
+		Expired:      "二维码已过期。",
+		Denied:       "此微信账号无权访问本站。",
+		Error:        "出错了，请重试。",
+		Reconnecting: "连接中断，正在重新连接…",
+		Refresh:      "刷新二维码",
+		Retry:        "重试",
+		ExpiresIn:    "{t} 后过期",
+
+		problems: map[Message]string{
+			MsgBadRequest:    "登录链接无效，请重新开始。",
+			MsgBadNext:       "登录链接指向其他网站，已拒绝跳转。",
+			MsgTooMany:       "你所在的网络登录尝试过多，请稍等一分钟再试。",
+			MsgNotEnabled:    "本站未启用这种登录方式。",
+			MsgExpired:       "登录链接已过期或已被使用，请重新开始。",
+			MsgOtherBrowser:  "此次登录是在另一个浏览器或标签页中发起的，为安全起见未在此完成，请重新开始。",
+			MsgCookies:       "您的浏览器没有保存本站的 Cookie，登录需要它。请允许 Cookie（或在手机浏览器中打开本页）后重试。",
+			MsgDeclined:      "您没有允许使用微信登录。",
+			MsgSnapshot:      "您正在浏览本页的快照，无法确认您的身份。请点击屏幕下方的“使用完整服务”，然后重新登录。",
+			MsgCodeInvalid:   "微信登录已过期或已被使用，请重新登录。",
+			MsgMisconfigured: "本站的微信登录配置有误，请稍后再试或联系网站管理员。",
+			MsgBusy:          "微信繁忙，请稍后再试。",
+			MsgUnavailable:   "登录暂时不可用，请稍后再试。",
+		},
+	},
+}
+
+// htmlLang is the value of <html lang> on the login page, which screen
+// readers use to pick a voice.
+var htmlLang = map[string]string{"en": "en", "zh": "zh-CN"}
+
+// pickLang chooses zh or en from an Accept-Language header: the supported
+// language with the highest quality, the earlier one on a tie, English when
+// neither is acceptable.
+func pickLang(acceptLanguage string) string {
+	best, bestQ := "en", -1.0
+	for part := range strings.SplitSeq(acceptLanguage, ",") {
+		tag, params, _ := strings.Cut(part, ";")
+		tag = strings.ToLower(strings.TrimSpace(tag))
+		var lang string
+		switch {
+		case tag == "zh" || strings.HasPrefix(tag, "zh-"):
+			lang = "zh"
+		case tag == "en" || strings.HasPrefix(tag, "en-"):
+			lang = "en"
+		default:
+			continue
+		}
+		if q := quality(params); q > bestQ {
+			best, bestQ = lang, q
+		}
+	}
+	return best
+}
+
+// quality reads the q parameter of one Accept-Language entry. A missing or
+// malformed q counts as 1, as browsers intend; q=0 means "not acceptable".
+func quality(params string) float64 {
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || strings.TrimSpace(k) != "q" {
+			continue
+		}
+		q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(q <= 1) { // also catches NaN
+			return 1
+		}
+		if q <= 0 {
+			return -1
+		}
+		return q
+	}
+	return 1
+}

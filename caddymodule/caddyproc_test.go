@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -54,14 +55,18 @@ func caddyBinary(t *testing.T) string {
 	return builtBin
 }
 
+// freePort returns a loopback port that stays reserved until the test ends
+// (see reservePort): no other process can pick it in the meantime, while
+// Caddy can bind it whenever it likes, as often as it likes (a restart
+// comes back on the same ports).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, release, err := reservePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(release)
+	return port
 }
 
 // caddyProc is one running Caddy.
@@ -73,6 +78,7 @@ type caddyProc struct {
 	admin   string
 	BaseURL string // http://127.0.0.1:<port>
 	cmd     *exec.Cmd
+	exited  chan struct{} // closed once cmd has exited
 	logs    *syncBuffer
 	env     []string
 	globals string // extra global options
@@ -106,51 +112,97 @@ func startCaddy(t *testing.T, site string, env ...string) *caddyProc {
 // servers block with trusted_proxies).
 func startCaddyGlobals(t *testing.T, globals, site string, env ...string) *caddyProc {
 	t.Helper()
-	p := &caddyProc{t: t, bin: caddyBinary(t), dir: t.TempDir(), logs: &syncBuffer{}, globals: globals}
-	port := freePort(t)
-	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	p := &caddyProc{t: t, bin: caddyBinary(t), dir: t.TempDir(), globals: globals}
 	p.config = filepath.Join(p.dir, "Caddyfile")
 	p.env = append(os.Environ(),
 		"HOME="+p.dir, "XDG_DATA_HOME="+p.dir, "XDG_CONFIG_HOME="+p.dir)
 	p.env = append(p.env, env...)
-	p.writeConfig(site)
 	t.Cleanup(p.stop)
-	p.run()
-	return p
+	// The ports are reserved, but where that is not possible (see
+	// reservePort) another process may still bind one of them first: Caddy
+	// then exits at once, and starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		admin, port := freePort(t), freePort(t)
+		for port == admin { // possible only where ports cannot be reserved
+			port = freePort(t)
+		}
+		p.admin = fmt.Sprintf("127.0.0.1:%d", admin)
+		p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		p.logs = &syncBuffer{}
+		p.writeConfig(site)
+		err := p.start()
+		if err == nil {
+			return p
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatalf("%v\n%s", err, p.logs)
+		}
+		t.Logf("%v; starting again on other ports", err)
+	}
 }
+
+var errPortTaken = errors.New("a port was taken by another process")
 
 // run starts the Caddy process and waits for its site.
 func (p *caddyProc) run() {
 	t := p.t
 	t.Helper()
-	p.cmd = exec.Command(p.bin, "run", "--config", p.config, "--adapter", "caddyfile")
-	p.cmd.Env = p.env
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+	if err := p.start(); err != nil {
+		t.Fatalf("%v\n%s", err, p.logs)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + p.admin + "/config/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not start:\n%s", p.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
+}
+
+// start runs the Caddy process and returns once its configuration is
+// loaded, every listener bound: at that point `caddy run --pingback` echoes
+// its standard input to an address of ours. It fails as soon as Caddy
+// exits, with errPortTaken if a port was not free.
+func (p *caddyProc) start() error {
+	ping, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
 	}
-	// The admin endpoint comes up before the config's servers finish.
-	for {
-		if c, err := net.Dial("tcp", strings.TrimPrefix(p.BaseURL, "http://")); err == nil {
+	defer ping.Close()
+	const hello = "caddy is up"
+	pinged := make(chan struct{})
+	go func() {
+		for {
+			c, err := ping.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var b bytes.Buffer
+			_, _ = b.ReadFrom(c)
 			c.Close()
-			return
+			if b.String() == hello {
+				close(pinged)
+				return
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy's site did not start:\n%s", p.logs)
+	}()
+
+	cmd := exec.Command(p.bin, "run", "--config", p.config, "--adapter", "caddyfile", "--pingback", ping.Addr().String())
+	cmd.Env = p.env
+	cmd.Stdin = strings.NewReader(hello)
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	p.cmd, p.exited = cmd, exited
+
+	select {
+	case <-pinged:
+		return nil
+	case <-exited:
+		if strings.Contains(p.logs.String(), "address already in use") {
+			return fmt.Errorf("caddy could not bind its ports: %w", errPortTaken)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return fmt.Errorf("caddy exited at start: %v", cmd.ProcessState)
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return errors.New("caddy did not start within 30s")
 	}
 }
 
@@ -184,17 +236,20 @@ func (p *caddyProc) restart() {
 }
 
 func (p *caddyProc) stop() {
-	if p.cmd.Process == nil || p.cmd.ProcessState != nil {
+	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 	if p.t.Failed() {
 		p.t.Logf("caddy logs:\n%s", p.logs)

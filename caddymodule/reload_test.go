@@ -2,14 +2,18 @@ package caddymodule
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
@@ -18,6 +22,19 @@ import (
 // with cosmetic changes while logins are pending, and checks that the shared
 // state is kept (same store across reloads), that goroutines do not pile
 // up, and that stopping Caddy releases everything in the usage pool.
+//
+// What a reload does to connections, and so how the test talks to Caddy: the
+// new configuration opens its own listening socket beside the old one (both
+// with SO_REUSEPORT, the kernel spreads new connections over the two), and
+// caddy.Load returns once the old server has begun shutting down in the
+// background. The old server then closes its idle keep-alive connections
+// and its listener, and closing a listener resets the connections the
+// kernel had queued on it and nobody accepted yet. A request sent during a
+// reload, on a kept-alive connection or on a new one, may thus fail with
+// "connection reset by peer": that is Caddy's reload, not what this test is
+// about. It makes no request while a reload is under way; after each reload
+// it waits until the old listener is closed, and every request goes on a
+// connection of its own.
 func TestReloadsLeakNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Caddy in process")
@@ -36,6 +53,11 @@ func TestReloadsLeakNothing(t *testing.T) {
 	auto_https off
 	persist_config off
 	grace_period 100ms
+	servers {
+		listener_wrappers {
+			reload_watch
+		}
+	}
 }
 ` + base + ` {
 	wechat_login {
@@ -58,6 +80,15 @@ func TestReloadsLeakNothing(t *testing.T) {
 		if err := caddy.Load(js, true); err != nil {
 			t.Fatalf("load: %v", err)
 		}
+		// Until the previous configuration's listener is closed, a new
+		// connection may be queued on it and reset.
+		deadline := time.Now().Add(10 * time.Second)
+		for n := watchedListeners.Load(); n != 1; n = watchedListeners.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d listeners open 10s after loading a config, want 1", n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	if err := fake.AddApp(wechattest.App{AppID: itAppID, AppSecret: itSecret, Token: itToken, EncodingAESKey: itAESKey,
 		OriginalID: "gh_00000000aaaa", CallbackURL: base + "/wechat/callback", Mode: wechattest.Safe}); err != nil {
@@ -66,6 +97,7 @@ func TestReloadsLeakNothing(t *testing.T) {
 
 	load("site 0")
 	b := newClient(t, base)
+	b.hc.Transport = &http.Transport{DisableKeepAlives: true} // a connection per request
 	resp, body := b.do(http.MethodPost, "/wechat/qr", nil, "Origin", base)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("create QR: %d %s", resp.StatusCode, body)
@@ -111,4 +143,40 @@ func settledGoroutines() int {
 		last = n
 	}
 	return last
+}
+
+// reloadWatch is a listener wrapper for TestReloadsLeakNothing
+// (caddy.listeners.reload_watch): it counts the listeners it wrapped that
+// are still open, so that the test knows when an old configuration's
+// listening socket is closed for good.
+type reloadWatch struct{}
+
+var watchedListeners atomic.Int32
+
+func init() { caddy.RegisterModule(new(reloadWatch)) }
+
+func (*reloadWatch) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "caddy.listeners.reload_watch", New: func() caddy.Module { return new(reloadWatch) }}
+}
+
+func (*reloadWatch) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the wrapper's name; it takes no options
+	return nil
+}
+
+func (*reloadWatch) WrapListener(ln net.Listener) net.Listener {
+	watchedListeners.Add(1)
+	return &watchedListener{Listener: ln}
+}
+
+type watchedListener struct {
+	net.Listener
+	once sync.Once
+}
+
+// Close returns once the socket is closed.
+func (l *watchedListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { watchedListeners.Add(-1) })
+	return err
 }

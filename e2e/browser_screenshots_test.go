@@ -1,4 +1,4 @@
-package caddymodule
+package e2e
 
 import (
 	"context"
@@ -22,7 +22,7 @@ var screenshots = flag.Bool("screenshots", false, "write the login page screensh
 // sees it (no sandbox controls; website login on) at desktop and phone
 // widths, in English and Chinese, and writes docs/login-*.png. It runs with
 //
-//	go test ./caddymodule -run TestBrowserScreenshots -screenshots
+//	cd e2e && go test -run TestBrowserScreenshots -screenshots
 func TestBrowserScreenshots(t *testing.T) {
 	if !*screenshots {
 		t.Skip("writes docs/*.png; run with -screenshots")

@@ -526,27 +526,8 @@ func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duratio
 	if ok, retry := m.qrLimiter.Allow(ip); !ok {
 		return false, retry
 	}
-	counter, shared := m.store.(store.Counter)
-	if !shared {
-		return true, 0
-	}
-	const window = time.Minute
-	now := m.cfg.Now()
-	start := now.Truncate(window)
 	sum := sha256.Sum256([]byte(ip))
-	key := "rl:qr:" + hex.EncodeToString(sum[:12]) + ":" + strconv.FormatInt(start.Unix(), 10)
-	n, err := counter.Incr(ctx, key, window+10*time.Second)
-	if err != nil {
-		// The local bucket still applies; a store outage shows up on the
-		// scene write right after this anyway.
-		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
-		return true, 0
-	}
-	limit := int64(math.Ceil(m.cfg.QRRateLimit))
-	if n > limit {
-		return false, start.Add(window).Sub(now)
-	}
-	return true, 0
+	return m.allowThisMinute(ctx, "rl:qr:"+hex.EncodeToString(sum[:12]), int64(math.Ceil(m.cfg.QRRateLimit)))
 }
 
 // allowQRCeiling applies the ceiling on QR codes created by this instance
@@ -554,10 +535,23 @@ func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duratio
 // number of client addresses may spend more of the account's daily
 // qrcode/create quota than Config.QRCeiling a minute.
 func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
-	if ok, retry := m.qrCeiling.Allow(""); !ok {
-		m.metrics.Limited("qr_ceiling")
-		return false, retry
+	ok, retry := m.qrCeiling.Allow("")
+	if ok {
+		ok, retry = m.allowThisMinute(ctx, "rl:qr:all", int64(m.cfg.QRCeiling))
 	}
+	if !ok {
+		m.metrics.Limited("qr_ceiling")
+	}
+	return ok, retry
+}
+
+// allowThisMinute counts one event under name for the current minute in a
+// store that counts across instances, and reports whether the count is
+// within limit (or else how long until the minute ends). Without such a
+// store, or when it cannot count, it allows: the instance's own buckets
+// still apply, and a store outage shows up on the scene write right after
+// this anyway.
+func (m *Middleware) allowThisMinute(ctx context.Context, name string, limit int64) (bool, time.Duration) {
 	counter, shared := m.store.(store.Counter)
 	if !shared {
 		return true, 0
@@ -565,13 +559,12 @@ func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
 	const window = time.Minute
 	now := m.cfg.Now()
 	start := now.Truncate(window)
-	n, err := counter.Incr(ctx, "rl:qr:all:"+strconv.FormatInt(start.Unix(), 10), window+10*time.Second)
+	n, err := counter.Incr(ctx, name+":"+strconv.FormatInt(start.Unix(), 10), window+10*time.Second)
 	if err != nil {
 		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
 		return true, 0
 	}
-	if n > int64(m.cfg.QRCeiling) {
-		m.metrics.Limited("qr_ceiling")
+	if n > limit {
 		return false, start.Add(window).Sub(now)
 	}
 	return true, 0

@@ -588,7 +588,7 @@ func TestSessionCookieTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rotated.Close()
-	if _, err := rotated.session(cookieRequest(value)); err != nil {
+	if _, err := rotated.sessions.Get(cookieRequest(value)); err != nil {
 		t.Fatalf("rotated middleware refused an old-key cookie: %v", err)
 	}
 	dropped, err := New(withKeys(env.cfg, newKey))
@@ -596,7 +596,7 @@ func TestSessionCookieTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dropped.Close()
-	if _, err := dropped.session(cookieRequest(value)); err == nil {
+	if _, err := dropped.sessions.Get(cookieRequest(value)); err == nil {
 		t.Fatal("cookie accepted after its key was dropped")
 	}
 
@@ -608,7 +608,7 @@ func TestSessionCookieTampering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := expired.session(cookieRequest(value)); err == nil {
+	if _, err := expired.sessions.Get(cookieRequest(value)); err == nil {
 		t.Fatal("expired session accepted")
 	}
 }
@@ -629,7 +629,7 @@ func cookieRequest(value string) *http.Request {
 func issueTestSession(t testing.TB, m *Middleware, openid string) string {
 	t.Helper()
 	rec := &recorder{header: http.Header{}}
-	if err := m.issueSession(rec, cookieRequest(""), Identity{AppID: testAppID, OpenID: openid, Method: MethodQR}); err != nil {
+	if err := m.startSession(rec, cookieRequest(""), Identity{AppID: testAppID, OpenID: openid, Method: MethodQR}, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range (&http.Response{Header: rec.header}).Cookies() {

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/session"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
@@ -71,7 +72,7 @@ type loginCodes struct {
 }
 
 func (m *Middleware) newLoginCodes() loginCodes {
-	c := loginCodes{SID: randomHex(16), NotMe: randomCode()}
+	c := loginCodes{SID: session.NewID(), NotMe: randomCode()}
 	if m.cfg.ConfirmInChat {
 		c.Confirm = randomCode()
 		for c.Confirm == c.NotMe {
@@ -254,7 +255,7 @@ func (m *Middleware) endByCode(ctx context.Context, openID, code string) (pushRe
 	if exp := time.Unix(rec.Exp, 0); exp.Before(until) {
 		until = exp
 	}
-	if err := m.revokeSID(ctx, rec.SID, until); err != nil {
+	if err := m.sessions.Revoke(ctx, rec.SID, until); err != nil {
 		return pushResult{failure: err}, true
 	}
 	if validSceneID(rec.Scene) {
@@ -282,12 +283,6 @@ func (m *Middleware) endByCode(ctx context.Context, openID, code string) (pushRe
 		}
 	}
 	return pushResult{reply: notMeDone}, true
-}
-
-// revokeSID ends the session issued (or to be issued) under sid, which
-// expires at exp at the latest.
-func (m *Middleware) revokeSID(ctx context.Context, sid string, exp time.Time) error {
-	return m.revoke(ctx, sessionRecord{SID: sid, Identity: Identity{ExpiresAt: exp}})
 }
 
 // confirmByReply handles a code sent by someone whose scan waits for their

@@ -1,29 +1,34 @@
 package middleware
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"math"
+	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 )
 
-// clientKey is the key per-client limits count under: the address itself
-// for IPv4, and the /64 prefix for IPv6, since one host or one customer of
-// an ISP usually holds a whole /64 and could otherwise take a fresh bucket
-// with every address in it. IPv4-mapped IPv6 addresses count as IPv4.
-// Anything that is not an address is used as it is.
-func clientKey(addr string) string {
-	ip, err := netip.ParseAddr(addr)
+// clientKey is the key per-client limits count r under.
+func (m *Middleware) clientKey(r *http.Request) string {
+	return ratelimit.ClientKey(m.cfg.ClientIP(r))
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return addr
+		return r.RemoteAddr
 	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, _ := ip.WithZone("").Prefix(64)
-	return p.String()
+	return host
 }
 
 // Limits on browsers waiting for a login to change (long-polls and event
@@ -94,4 +99,55 @@ func (m *Middleware) startWaiting(w http.ResponseWriter, scene string) (func(), 
 		release()
 		m.metrics.Waiting(-1)
 	}, true
+}
+
+// allowQR applies the QR creation limits for one client address: this
+// instance's token bucket (the burst), and, when the store can count across
+// instances, the per-minute rate for the whole cluster, so that adding
+// instances does not multiply what one address may spend of WeChat's quota.
+func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duration) {
+	if ok, retry := m.qrLimiter.Allow(ip); !ok {
+		return false, retry
+	}
+	sum := sha256.Sum256([]byte(ip))
+	return m.allowThisMinute(ctx, "rl:qr:"+hex.EncodeToString(sum[:12]), int64(math.Ceil(m.cfg.QRRateLimit)))
+}
+
+// allowQRCeiling applies the ceiling on QR codes created by this instance
+// and, with a store that counts across instances, by the whole cluster: no
+// number of client addresses may spend more of the account's daily
+// qrcode/create quota than Config.QRCeiling a minute.
+func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
+	ok, retry := m.qrCeiling.Allow("")
+	if ok {
+		ok, retry = m.allowThisMinute(ctx, "rl:qr:all", int64(m.cfg.QRCeiling))
+	}
+	if !ok {
+		m.metrics.Limited("qr_ceiling")
+	}
+	return ok, retry
+}
+
+// allowThisMinute counts one event under name for the current minute in a
+// store that counts across instances, and reports whether the count is
+// within limit (or else how long until the minute ends). Without such a
+// store, or when it cannot count, it allows: the instance's own buckets
+// still apply, and a store outage shows up on the scene write right after
+// this anyway.
+func (m *Middleware) allowThisMinute(ctx context.Context, name string, limit int64) (bool, time.Duration) {
+	counter, shared := m.store.(store.Counter)
+	if !shared {
+		return true, 0
+	}
+	ok, retry, err := ratelimit.InWindow(ctx, counter, name, limit, time.Minute, m.cfg.Now())
+	if err != nil {
+		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
+		return true, 0
+	}
+	return ok, retry
+}
+
+func retryAfterSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	return max(s, 1)
 }

@@ -24,11 +24,11 @@
 package middleware
 
 import (
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,11 +37,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
 	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
-	"github.com/wechat-login/caddy-wechat-login/internal/revocation"
+	"github.com/wechat-login/caddy-wechat-login/internal/session"
 	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
@@ -56,11 +55,13 @@ type Middleware struct {
 	crypter  *wechat.Crypter // nil when pushes are plaintext
 	store    store.Store
 	ownStore bool
-	// revocations keeps logouts; ownRevocations is closed by Close.
-	revocations    revocations
+	// cookies seals the middleware's cookies; sessions are the logins.
+	cookies  *session.Cookies
+	sessions *session.Manager
+	// ownRevocations, when set, is the logout list New opened; Close
+	// closes it.
 	ownRevocations io.Closer
 	notifier       Notifier
-	seal           *cookieseal.Codec
 	redirects      redirect.Policy
 	qrLimiter      *ratelimit.Limiter
 	// oauthLimiter bounds how many OAuth flows one address may start: each
@@ -98,9 +99,6 @@ func New(cfg Config) (*Middleware, error) {
 	}))
 	if m.public, err = newPublicPaths(cfg.PublicPaths); err != nil {
 		return nil, err
-	}
-	if m.seal, err = newSealer(cfg.SessionKeys); err != nil {
-		return nil, fmt.Errorf("middleware: SessionKeys: %w", err)
 	}
 	if cfg.EncodingAESKey != "" {
 		if m.crypter, err = wechat.NewCrypter(cfg.Token, cfg.EncodingAESKey, cfg.AppID, cfg.PreviousEncodingAESKeys...); err != nil {
@@ -140,7 +138,7 @@ func New(cfg Config) (*Middleware, error) {
 	if m.notifier == nil {
 		m.notifier = &LocalNotifier{}
 	}
-	if err := m.setUpRevocations(); err != nil {
+	if err := m.setUpSessions(); err != nil {
 		_ = m.Close()
 		return nil, err
 	}
@@ -148,32 +146,6 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-// setUpRevocations chooses where logouts are kept. A logout must hold for
-// as long as the session it ends could still be valid, so revocations never
-// go where entries can be evicted early: into a store that promises not to
-// (store.Durable: Redis, shared by every instance), into the list given in
-// Config.Revocations, or into a list of the middleware's own, persisted to
-// Config.RevocationFile when one is named.
-func (m *Middleware) setUpRevocations() error {
-	if m.cfg.Revocations != nil {
-		m.revocations = listRevocations{m.cfg.Revocations}
-		return nil
-	}
-	if d, ok := m.store.(store.Durable); ok && d.Durable() {
-		m.revocations = storeRevocations{s: m.store, now: m.cfg.Now}
-		return nil
-	}
-	l, err := revocation.Open(m.cfg.RevocationFile, m.cfg.Now)
-	if err != nil {
-		return fmt.Errorf("middleware: RevocationFile: %w", err)
-	}
-	if m.cfg.RevocationFile == "" {
-		m.log.Warn("logouts are kept in memory only and are forgotten on restart; set RevocationFile (Caddy: revocation_file) or use a shared store")
-	}
-	m.revocations, m.ownRevocations = listRevocations{l}, l
-	return nil
 }
 
 // Close ends waiting long-polls and event streams and releases the default
@@ -215,8 +187,8 @@ func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http
 		next.ServeHTTP(w, r)
 		return
 	}
-	rec, err := m.session(r)
-	if err != nil && !errors.Is(err, errNoSession) {
+	rec, err := m.sessions.Get(r)
+	if err != nil && !errors.Is(err, session.ErrNone) {
 		m.storeFailure(w, "check session", err)
 		return
 	}
@@ -224,12 +196,13 @@ func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http
 		m.unauthenticated(w, r)
 		return
 	}
-	if !m.allowed(rec.Identity) {
+	id := identityOf(rec)
+	if !m.allowed(id) {
 		m.forbidden(w, r)
 		return
 	}
-	setIdentityHeaders(r.Header, rec.Identity)
-	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), rec.Identity)))
+	setIdentityHeaders(r.Header, id)
+	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), id)))
 }
 
 func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, next http.Handler) {
@@ -280,10 +253,10 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
-	back := returnAddress(r)
+	back := redirect.ReturnAddress(r)
 	login := m.loginURL(back)
 	if wantsHTML(r) {
-		if next, ok := m.cleanNext([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
+		if next, ok := m.redirects.Next([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -307,8 +280,8 @@ func (m *Middleware) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet)
 		return
 	}
-	rec, err := m.session(r)
-	if errors.Is(err, errNoSession) {
+	rec, err := m.sessions.Get(r)
+	if errors.Is(err, session.ErrNone) {
 		writeError(w, http.StatusUnauthorized, "not logged in")
 		return
 	}
@@ -316,26 +289,26 @@ func (m *Middleware) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		m.storeFailure(w, "check session", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rec.Identity)
+	writeJSON(w, http.StatusOK, identityOf(rec))
 }
 
 // handleAuth serves GET {prefix}/auth for forward_auth and nginx
 // auth_request: 200 with the identity headers, or 401 (403 for someone not
 // on the allowlist).
 func (m *Middleware) handleAuth(w http.ResponseWriter, r *http.Request) {
-	rec, err := m.session(r)
+	rec, err := m.sessions.Get(r)
 	switch {
-	case errors.Is(err, errNoSession):
+	case errors.Is(err, session.ErrNone):
 		writeError(w, http.StatusUnauthorized, "not logged in")
 		return
 	case err != nil:
 		m.storeFailure(w, "check session", err)
 		return
-	case !m.allowed(rec.Identity):
+	case !m.allowed(identityOf(rec)):
 		writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")
 		return
 	}
-	setIdentityHeaders(w.Header(), rec.Identity)
+	setIdentityHeaders(w.Header(), identityOf(rec))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
@@ -349,22 +322,22 @@ func (m *Middleware) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	_ = r.ParseForm()
-	rec, err := m.session(r)
+	rec, err := m.sessions.Get(r)
 	switch {
 	case err == nil:
-		if err := m.revoke(r.Context(), rec); err != nil {
+		if err := m.sessions.Revoke(r.Context(), rec.ID, rec.ExpiresAt); err != nil {
 			m.storeFailure(w, "revoke session", err)
 			return
 		}
 		m.log.Info("logout", zap.String("openid", logID(rec.OpenID)))
 		m.metrics.Logout()
-	case !errors.Is(err, errNoSession):
+	case !errors.Is(err, session.ErrNone):
 		m.storeFailure(w, "check session", err)
 		return
 	}
-	m.clearCookie(w, r, sessionCookie)
+	m.sessions.Clear(w, r)
 	w.Header().Set("Cache-Control", "no-store")
-	target, ok := m.cleanNext(r.Form["next"])
+	target, ok := m.redirects.Next(r.Form["next"])
 	if !ok {
 		target = "/"
 	}
@@ -382,38 +355,11 @@ func storeMaxTTL(cfg Config) time.Duration {
 	return max(cfg.SessionTTL+cfg.SceneTTL, dedupeTTL) + 2*time.Minute
 }
 
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, reason string) {
-	writeJSON(w, status, map[string]string{"error": reason})
-}
-
-func writeText(w http.ResponseWriter, status int, body string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-}
-
-func methodNotAllowed(w http.ResponseWriter, allow string) {
-	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+// randomHex returns n random bytes, hex-encoded: scene ids and OAuth states.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it panics rather than return short)
+	return hex.EncodeToString(b)
 }
 
 // Metrics receives the middleware's events. The Caddy module turns them

@@ -59,12 +59,12 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/useragent"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
@@ -227,14 +227,6 @@ func parseOAuthStart(q url.Values) (method string, popup bool, err error) {
 	return method, popup, nil
 }
 
-// inWeChat reports whether a User-Agent is WeChat's own browser. WeCom
-// (wxwork) also says MicroMessenger, but its users are not the Official
-// Account's and its browser cannot authorize with it.
-func inWeChat(userAgent string) bool {
-	ua := strings.ToLower(userAgent)
-	return strings.Contains(ua, "micromessenger") && !strings.Contains(ua, "wxwork")
-}
-
 // oauthApp returns the WeChat app that serves method, and the scope to ask.
 func (m *Middleware) oauthApp(method string) (*wechat.OAuthApp, string) {
 	app := &wechat.OAuthApp{
@@ -286,9 +278,8 @@ func (m *Middleware) oauthStartURL(method, next string, popup bool) string {
 // oauthBindingOf returns the flows this browser started, and whether it sent
 // a binding cookie at all (even one that no longer opens).
 func (m *Middleware) oauthBindingOf(r *http.Request) (oauthBinding, bool) {
-	_, err := r.Cookie(m.cookieName(r, oauthCookie))
-	present := err == nil
-	payload := m.openCookie(r, oauthCookie)
+	present := m.cookies.Present(r, oauthCookie)
+	payload := m.cookies.Open(r, oauthCookie)
 	if payload == nil {
 		return oauthBinding{}, present
 	}
@@ -317,12 +308,7 @@ func (m *Middleware) setOAuthBinding(w http.ResponseWriter, r *http.Request, b o
 		return fmt.Errorf("encode OAuth binding: %w", err)
 	}
 	exp := now.Add(oauthStateTTL)
-	value, err := m.seal.Seal(m.cookieName(r, oauthCookie), payload, exp)
-	if err != nil {
-		return fmt.Errorf("seal OAuth binding: %w", err)
-	}
-	m.setCookie(w, r, oauthCookie, value, oauthStateTTL)
-	return nil
+	return m.cookies.Set(w, r, oauthCookie, payload, exp, oauthStateTTL)
 }
 
 // handleOAuthStart serves GET {prefix}/oauth/start?next=…[&method=open][&popup=1]:
@@ -342,7 +328,7 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadRequest, m.cfg.Prefix+"/login", nil)
 		return
 	}
-	next, ok := m.cleanNext(q["next"])
+	next, ok := m.redirects.Next(q["next"])
 	if !ok {
 		m.oauthPage(w, r, http.StatusBadRequest, loginpage.MsgBadNext, m.cfg.Prefix+"/login", nil)
 		return
@@ -351,12 +337,12 @@ func (m *Middleware) handleOAuthStart(w http.ResponseWriter, r *http.Request) {
 		m.oauthPage(w, r, http.StatusNotFound, loginpage.MsgNotEnabled, m.loginURL(next), nil)
 		return
 	}
-	if _, err := m.session(r); err == nil {
+	if _, err := m.sessions.Get(r); err == nil {
 		// Already logged in: nothing to authorize.
 		m.oauthSucceeded(w, r, next, popup, "")
 		return
 	}
-	if ok, retry := m.oauthLimiter.Allow(clientKey(m.cfg.ClientIP(r))); !ok {
+	if ok, retry := m.oauthLimiter.Allow(m.clientKey(r)); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		m.oauthPage(w, r, http.StatusTooManyRequests, loginpage.MsgTooMany, m.loginURL(next), nil)
 		return
@@ -377,7 +363,7 @@ const (
 // User-Agent) straight into in-WeChat authorization when that method is
 // enabled, and reports whether it did.
 func (m *Middleware) oauthAutoRedirect(w http.ResponseWriter, r *http.Request, next string) bool {
-	if r.Method != http.MethodGet || !m.cfg.enabled(MethodOAuth) || !inWeChat(r.UserAgent()) {
+	if r.Method != http.MethodGet || !m.cfg.enabled(MethodOAuth) || !useragent.InWeChat(r.UserAgent()) {
 		return false
 	}
 	b, _ := m.oauthBindingOf(r)
@@ -385,7 +371,7 @@ func (m *Middleware) oauthAutoRedirect(w http.ResponseWriter, r *http.Request, n
 		m.log.Info("not starting WeChat authorization again: this browser keeps coming back without a session")
 		return false
 	}
-	if ok, _ := m.oauthLimiter.Allow(clientKey(m.cfg.ClientIP(r))); !ok {
+	if ok, _ := m.oauthLimiter.Allow(m.clientKey(r)); !ok {
 		return false
 	}
 	m.startOAuth(w, r, oauthRecord{Method: MethodOAuth, Next: next}, b)
@@ -510,7 +496,7 @@ func (m *Middleware) unboundCallback(w http.ResponseWriter, r *http.Request, p o
 	if errors.Is(err, store.ErrNotFound) {
 		// Spent or unknown. A browser that is logged in may be refreshing a
 		// completed login after its binding cookie aged out.
-		if _, serr := m.session(r); serr == nil {
+		if _, serr := m.sessions.Get(r); serr == nil {
 			m.callbackAgain(w, r, p.State)
 			return
 		}
@@ -590,7 +576,7 @@ func (m *Middleware) finishOAuth(w http.ResponseWriter, r *http.Request, p oauth
 		m.oauthPage(w, r, http.StatusForbidden, loginpage.MsgForbidden, "", &rec)
 		return
 	}
-	if err := m.issueSession(w, r, id); err != nil {
+	if err := m.startSession(w, r, id, ""); err != nil {
 		m.log.Error("cannot issue session", zap.Error(err))
 		m.oauthPage(w, r, http.StatusInternalServerError, loginpage.MsgUnavailable, retry, &rec)
 		return

@@ -36,11 +36,11 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet)
 		return
 	}
-	next, ok := m.cleanNext(r.URL.Query()["next"])
+	next, ok := m.redirects.Next(r.URL.Query()["next"])
 	if !ok {
 		next = "/"
 	}
-	if _, err := m.session(r); err == nil {
+	if _, err := m.sessions.Get(r); err == nil {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, next, http.StatusFound)
 		return

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
 	"github.com/wechat-login/caddy-wechat-login/middleware/bigcachestore"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
@@ -68,7 +69,7 @@ func TestLogoutHoldsUnderFlood(t *testing.T) {
 		t.Fatalf("after logout: %d", got)
 	}
 
-	next := "/" + strings.Repeat("a", maxNextLen-1)
+	next := "/" + strings.Repeat("a", redirect.MaxNext-1)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Add(1)
@@ -98,7 +99,7 @@ func TestLogoutHoldsUnderFlood(t *testing.T) {
 
 	// A return address longer than a login may store is refused with a
 	// reason, and stores nothing.
-	long := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=/"+strings.Repeat("b", maxNextLen)),
+	long := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=/"+strings.Repeat("b", redirect.MaxNext)),
 		map[string]string{"Origin": env.srv.URL})
 	if long.StatusCode != http.StatusBadRequest || !strings.Contains(string(long.body), "1024") {
 		t.Fatalf("over-long next: %d %s", long.StatusCode, long.body)

@@ -2,23 +2,19 @@ package middleware
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/qrsvg"
+	"github.com/wechat-login/caddy-wechat-login/internal/useragent"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
-	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
 // Scene states, as reported by the poll and events routes.
@@ -134,7 +130,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "malformed form")
 		return
 	}
-	next, ok := m.cleanNext(r.Form["next"])
+	next, ok := m.redirects.Next(r.Form["next"])
 	if !ok {
 		writeError(w, http.StatusBadRequest, "invalid next: only paths on this site (or configured hosts), at most 1024 bytes, are allowed")
 		return
@@ -151,7 +147,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if ok, retry := m.allowQR(ctx, clientKey(m.cfg.ClientIP(r))); !ok {
+	if ok, retry := m.allowQR(ctx, m.clientKey(r)); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusTooManyRequests, "too many login codes requested from this address; try again later")
 		return
@@ -178,7 +174,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		QRURL:     qr.URL,
 		Next:      next,
 		ExpiresAt: m.cfg.Now().Add(ttl).Unix(),
-		Client:    describeClient(r.UserAgent(), m.cfg.ClientIP(r)),
+		Client:    useragent.Describe(r.UserAgent()) + ", " + m.cfg.ClientIP(r),
 	}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -203,17 +199,12 @@ func (m *Middleware) setBinding(w http.ResponseWriter, r *http.Request, scene st
 	if err != nil {
 		return err
 	}
-	value, err := m.seal.Seal(m.cookieName(r, bindingCookie), payload, exp)
-	if err != nil {
-		return fmt.Errorf("seal binding: %w", err)
-	}
-	m.setCookie(w, r, bindingCookie, value, exp.Sub(m.cfg.Now())+time.Minute)
-	return nil
+	return m.cookies.Set(w, r, bindingCookie, payload, exp, exp.Sub(m.cfg.Now())+time.Minute)
 }
 
 // binding returns the scene this browser is bound to, if any.
 func (m *Middleware) binding(r *http.Request) (bindingRecord, bool) {
-	payload := m.openCookie(r, bindingCookie)
+	payload := m.cookies.Open(r, bindingCookie)
 	if payload == nil {
 		return bindingRecord{}, false
 	}
@@ -386,7 +377,7 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 		writeJSON(w, http.StatusOK, pollResponse{Status: status})
 		return
 	}
-	m.clearCookie(w, r, bindingCookie)
+	m.cookies.Clear(w, r, bindingCookie)
 	id2 := Identity{AppID: m.cfg.AppID, OpenID: rec.OpenID, UnionID: rec.UnionID, Method: MethodQR}
 	if !m.allowed(id2) {
 		m.log.Info("login refused by allowlist", zap.String("openid", logID(rec.OpenID)))
@@ -396,12 +387,7 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	// The session id was drawn at the scan, so the scanner's "not me" can
 	// end this session (scenes stored by older versions have none).
-	if rec.SID != "" {
-		err = m.issueSessionWithID(w, r, id2, rec.SID)
-	} else {
-		err = m.issueSession(w, r, id2)
-	}
-	if err != nil {
+	if err := m.startSession(w, r, id2, rec.SID); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
@@ -488,152 +474,6 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-}
-
-// wechatFailure answers a request whose WeChat call failed: 503 for the user,
-// a precise line for the operator (the error text never holds secrets).
-func (m *Middleware) wechatFailure(w http.ResponseWriter, what string, err error) {
-	var werr *wechat.Error
-	fields := []zap.Field{zap.String("call", what), zap.Error(err)}
-	if errors.As(err, &werr) {
-		fields = append(fields, zap.Int("errcode", werr.Code))
-	}
-	m.log.Error("WeChat call failed", fields...)
-	m.metrics.WeChatFailure(what)
-	switch {
-	case wechat.IsRateLimited(err):
-		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, "WeChat is refusing more login codes right now; try again later")
-	case wechat.IsIPNotWhitelisted(err):
-		writeError(w, http.StatusServiceUnavailable, "WeChat login is misconfigured on this site (server address not allowed by WeChat)")
-	default:
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "WeChat is unavailable; try again in a moment")
-	}
-}
-
-func (m *Middleware) storeFailure(w http.ResponseWriter, what string, err error) {
-	m.log.Error("store failure", zap.String("op", what), zap.Error(err))
-	w.Header().Set("Retry-After", "5")
-	writeError(w, http.StatusServiceUnavailable, "login is temporarily unavailable; try again in a moment")
-}
-
-// allowQR applies the QR creation limits for one client address: this
-// instance's token bucket (the burst), and, when the store can count across
-// instances, the per-minute rate for the whole cluster, so that adding
-// instances does not multiply what one address may spend of WeChat's quota.
-func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duration) {
-	if ok, retry := m.qrLimiter.Allow(ip); !ok {
-		return false, retry
-	}
-	sum := sha256.Sum256([]byte(ip))
-	return m.allowThisMinute(ctx, "rl:qr:"+hex.EncodeToString(sum[:12]), int64(math.Ceil(m.cfg.QRRateLimit)))
-}
-
-// allowQRCeiling applies the ceiling on QR codes created by this instance
-// and, with a store that counts across instances, by the whole cluster: no
-// number of client addresses may spend more of the account's daily
-// qrcode/create quota than Config.QRCeiling a minute.
-func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
-	ok, retry := m.qrCeiling.Allow("")
-	if ok {
-		ok, retry = m.allowThisMinute(ctx, "rl:qr:all", int64(m.cfg.QRCeiling))
-	}
-	if !ok {
-		m.metrics.Limited("qr_ceiling")
-	}
-	return ok, retry
-}
-
-// allowThisMinute counts one event under name for the current minute in a
-// store that counts across instances, and reports whether the count is
-// within limit (or else how long until the minute ends). Without such a
-// store, or when it cannot count, it allows: the instance's own buckets
-// still apply, and a store outage shows up on the scene write right after
-// this anyway.
-func (m *Middleware) allowThisMinute(ctx context.Context, name string, limit int64) (bool, time.Duration) {
-	counter, shared := m.store.(store.Counter)
-	if !shared {
-		return true, 0
-	}
-	const window = time.Minute
-	now := m.cfg.Now()
-	start := now.Truncate(window)
-	n, err := counter.Incr(ctx, name+":"+strconv.FormatInt(start.Unix(), 10), window+10*time.Second)
-	if err != nil {
-		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
-		return true, 0
-	}
-	if n > limit {
-		return false, start.Add(window).Sub(now)
-	}
-	return true, 0
-}
-
-func retryAfterSeconds(d time.Duration) int {
-	s := int((d + time.Second - 1) / time.Second)
-	return max(s, 1)
-}
-
-// maxNextLen caps the return address an anonymous request may have stored
-// with its login (it is kept for the life of a QR code or an OAuth state).
-const maxNextLen = 1024
-
-// cleanNext validates a `next` parameter; absent means "/".
-func (m *Middleware) cleanNext(v []string) (string, bool) {
-	switch len(v) {
-	case 0:
-		return "/", true
-	case 1:
-		if v[0] == "" {
-			return "/", true
-		}
-		if len(v[0]) > maxNextLen {
-			return "", false
-		}
-		return m.redirects.Clean(v[0])
-	}
-	return "", false
-}
-
-// returnAddress is the `next` for a request that needs a login: the page it
-// asked for, or, when that is longer than a login may store, the page
-// without its query, or the home page.
-func returnAddress(r *http.Request) string {
-	if uri := r.URL.RequestURI(); len(uri) <= maxNextLen {
-		return uri
-	}
-	if p := r.URL.EscapedPath(); len(p) <= maxNextLen {
-		return p
-	}
-	return "/"
-}
-
-// describeClient is a coarse, human description of a browser, such as
-// "Chrome on Windows, 203.0.113.7", for the chat message that asks the
-// scanner to confirm.
-func describeClient(ua, ip string) string {
-	browser := "a browser"
-	for _, b := range []struct{ token, name string }{
-		{"MicroMessenger", "WeChat"}, {"Edg/", "Edge"}, {"OPR/", "Opera"}, {"Firefox/", "Firefox"},
-		{"Chrome/", "Chrome"}, {"Safari/", "Safari"},
-	} {
-		if strings.Contains(ua, b.token) {
-			browser = b.name
-			break
-		}
-	}
-	system := ""
-	for _, o := range []struct{ token, name string }{
-		{"Windows", "Windows"}, {"iPhone", "iPhone"}, {"iPad", "iPad"}, {"Android", "Android"},
-		{"Mac OS X", "macOS"}, {"CrOS", "ChromeOS"}, {"Linux", "Linux"},
-	} {
-		if strings.Contains(ua, o.token) {
-			system = " on " + o.name
-			break
-		}
-	}
-	return browser + system + ", " + ip
 }
 
 // loginURL is where unauthenticated browsers are sent.

@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		fetch_unionid
 //		confirm_in_chat
 //		pass_through_pushes
+//		use_handle_errors
 //		user_id           openid|unionid
 //		qr_rate_limit     <per minute> [<burst>]  # per client address (IPv6: per /64)
 //		qr_ceiling        <per minute>      # whole site, whatever the addresses; default 60
@@ -66,6 +67,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // session_key, public_paths, allow_openids, allow_unionids and
 // redirect_hosts may be repeated; their values add up. Secrets are best given
 // as {env.NAME} or {file./path} placeholders.
+//
+// It only parses: the words, how many arguments each option takes, and that
+// numbers and durations are positive numbers and durations (a zero could not
+// be told from an option left out). Whether the values are acceptable is
+// decided when the configuration is loaded, by Validate and Provision, with
+// placeholders resolved; `caddy validate` and `caddy adapt --validate`
+// report those mistakes.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -100,9 +108,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.EncodingAESKey); err != nil {
 				return err
 			}
-			if n := len(h.EncodingAESKey); n != 43 && !isPlaceholder(h.EncodingAESKey) {
-				return d.Errf("encoding_aes_key must be 43 characters, got %d", n)
-			}
 		case "allow_plaintext_pushes":
 			if err := noArgs(d); err != nil {
 				return err
@@ -112,17 +117,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := someArgs(d, &h.Methods); err != nil {
 				return err
 			}
-			for _, m := range h.Methods {
-				if m != "qr" && m != "oauth" && m != "open" {
-					return d.Errf("methods: %q is not one of qr, oauth, open", m)
-				}
-			}
 		case "scope":
 			if err := oneArg(d, &h.Scope); err != nil {
 				return err
-			}
-			if h.Scope != "snsapi_base" && h.Scope != "snsapi_userinfo" {
-				return d.Errf("scope must be snsapi_base or snsapi_userinfo, not %q", h.Scope)
 			}
 		case "open_app_id":
 			if err := oneArg(d, &h.OpenAppID); err != nil {
@@ -207,12 +204,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.PassThroughPushes = true
+		case "use_handle_errors":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.UseHandleErrors = true
 		case "user_id":
 			if err := oneArg(d, &h.UserID); err != nil {
 				return err
-			}
-			if h.UserID != "openid" && h.UserID != "unionid" {
-				return d.Errf("user_id must be openid or unionid, not %q", h.UserID)
 			}
 		case "qr_ceiling", "max_waiting":
 			var v string
@@ -311,10 +310,6 @@ func someArgs(d *caddyfile.Dispenser, dst *[]string) error {
 	}
 	*dst = append(*dst, args...)
 	return nil
-}
-
-func isPlaceholder(s string) bool {
-	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}'
 }
 
 // Interface guard

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"context"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,16 +107,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "missing app_id value", input: "wechat_login {\n app_id\n}", wantErr: "wrong argument count"},
 		{name: "two app_id values", input: "wechat_login {\n app_id a b\n}", wantErr: "wrong argument count"},
 		{name: "duplicate app_id", input: "wechat_login {\n app_id a\n app_id b\n}", wantErr: "app_id given more than once"},
-		{name: "short aes key", input: "wechat_login {\n encoding_aes_key abcde\n}", wantErr: "encoding_aes_key must be 43 characters, got 5"},
+		// Values are checked when the config is loaded (TestCaddyfileMistakesAtLoad).
+		{name: "short aes key parses", input: "wechat_login {\n encoding_aes_key abcde\n}", want: Handler{EncodingAESKey: "abcde"}},
 		{name: "bad duration", input: "wechat_login {\n qr_ttl soon\n}", wantErr: `qr_ttl: "soon" is not a positive duration`},
 		{name: "negative duration", input: "wechat_login {\n session_ttl -1h\n}", wantErr: "not a positive duration"},
-		{name: "bad user_id", input: "wechat_login {\n user_id email\n}", wantErr: `user_id must be openid or unionid, not "email"`},
+		{name: "unknown user_id parses", input: "wechat_login {\n user_id email\n}", want: Handler{UserID: "email"}},
 		{name: "flag with argument", input: "wechat_login {\n sandbox yes\n}", wantErr: "wrong argument count"},
 		{name: "session_key without value", input: "wechat_login {\n session_key\n}", wantErr: "wrong argument count"},
 		{name: "bad rate", input: "wechat_login {\n qr_rate_limit fast\n}", wantErr: `qr_rate_limit: "fast" is not a positive number`},
 		{name: "bad burst", input: "wechat_login {\n qr_rate_limit 10 0\n}", wantErr: `burst "0" is not a positive whole number`},
-		{name: "bad method", input: "wechat_login {\n methods qr password\n}", wantErr: `methods: "password" is not one of qr, oauth, open`},
-		{name: "bad scope", input: "wechat_login {\n scope snsapi_login\n}", wantErr: `scope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},
+		{name: "unknown method parses", input: "wechat_login {\n methods qr password\n}", want: Handler{Methods: []string{"qr", "password"}}},
+		{name: "unknown scope parses", input: "wechat_login {\n scope snsapi_login\n}", want: Handler{Scope: "snsapi_login"}},
 		{name: "public_paths without value", input: "wechat_login {\n public_paths\n}", wantErr: "wrong argument count"},
 	}
 	for _, tc := range tests {
@@ -137,6 +140,175 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				t.Fatalf("got  %+v\nwant %+v", h, tc.want)
 			}
 		})
+	}
+}
+
+// loadTestSessionKey is a session key that passes every check; it must
+// never appear in an error.
+const loadTestSessionKey = "load-test-session-key-0123456789abcdef"
+
+// loadCaddyfile parses a wechat_login block (with the required options
+// added in front) and loads it the way Caddy does: Provision, then Validate,
+// then Cleanup whatever the outcome. The handler is returned for a look at
+// what Provision left.
+func loadCaddyfile(t *testing.T, options string) (*Handler, error) {
+	t.Helper()
+	input := "wechat_login {\n" +
+		" revocation_file " + filepath.Join(t.TempDir(), "logouts") + "\n" +
+		options + "\n}"
+	if !strings.Contains(options, "sandbox") {
+		input = strings.Replace(input, "{\n", "{\n app_id wx0123456789abcdef\n app_secret secret0123\n token tok123\n session_key "+loadTestSessionKey+"\n", 1)
+	}
+	h := new(Handler)
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatalf("%q does not parse: %v", input, err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	if err == nil {
+		err = h.Validate()
+	}
+	if cerr := h.Cleanup(); cerr != nil {
+		t.Errorf("cleanup: %v", cerr)
+	}
+	return h, err
+}
+
+// TestCaddyfileMistakesAtLoad: the Caddyfile unmarshaler only parses; a
+// value that parses but is wrong is reported when the config is loaded
+// (what `caddy validate` does), naming the option, before any shared state
+// is created.
+func TestCaddyfileMistakesAtLoad(t *testing.T) {
+	t.Setenv("WECHAT_LOGIN_TEST_AES_KEY", "abcde")
+	tests := []struct {
+		name    string
+		options string
+		wantErr string
+	}{
+		{"short aes key", "encoding_aes_key abcde", "encoding_aes_key must be 43 characters, got 5"},
+		{"short aes key from a placeholder", "encoding_aes_key {env.WECHAT_LOGIN_TEST_AES_KEY}", "encoding_aes_key must be 43 characters, got 5"},
+		{"aes key not base64", "encoding_aes_key " + strings.Repeat("!", 43), "encoding_aes_key is not a valid key"},
+		{"bad user_id", "user_id email", `user_id must be openid or unionid, not "email"`},
+		{"bad method", "methods qr password", `methods 2 "password" must be qr, oauth or open`},
+		{"method twice", "methods oauth oauth", `methods 2 "oauth" is listed twice`},
+		{"open without website app", "methods open", `methods 1 "open" needs a website app`},
+		{"bad scope", "scope snsapi_login", `scope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},
+		{"website app without secret", "open_app_id wxopen0123456789ab", "open_app_secret is missing"},
+		{"short session key", "session_key short", "session_key 2 is 5 bytes, need at least 32"},
+		{"repeated session key", "session_key " + loadTestSessionKey, "session_key 2 repeats an earlier key"},
+		{"bad prefix", "prefix wechat", `prefix "wechat" must start with /`},
+		{"short qr_ttl", "qr_ttl 1s", "qr_ttl 1s must be between 30s and 30m0s"},
+		{"long session_ttl", "session_ttl 31d", "session_ttl 744h0m0s is longer than the maximum of 720h0m0s"},
+		{"bad public path", "public_paths /static/ healthz", `public_paths 2 "healthz" must be an absolute path`},
+		{"revocation_file with redis", "store redis redis://127.0.0.1:1/0", "revocation_file is only for store memory"},
+		{"sandbox with an app", "sandbox\n app_id wx0123456789abcdef", "sandbox cannot be combined with app_id"},
+		{"sandbox with a bad prefix", "sandbox\n prefix /wechat/", `prefix "/wechat/" must start with /`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := loadCaddyfile(t, tc.options)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.HasPrefix(err.Error(), "middleware:") || strings.Contains(err.Error(), loadTestSessionKey) {
+				t.Fatalf("error %q speaks Go or leaks a secret", err)
+			}
+			if h.poolKey != "" || h.revKey != "" {
+				t.Fatalf("a refused config reached the usage pools (%q, %q)", h.poolKey, h.revKey)
+			}
+		})
+	}
+	t.Run("valid", func(t *testing.T) {
+		h, err := loadCaddyfile(t, "encoding_aes_key abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\n methods qr oauth\n scope snsapi_userinfo\n user_id unionid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.poolKey == "" {
+			t.Fatal("a valid config did not get its shared state")
+		}
+	})
+	t.Run("sandbox", func(t *testing.T) {
+		if _, err := loadCaddyfile(t, "sandbox"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestValidateModuleRules covers the module's own rules, which JSON can
+// break in ways the Caddyfile cannot express.
+func TestValidateModuleRules(t *testing.T) {
+	tests := []struct {
+		name    string
+		h       Handler
+		wantErr string
+	}{
+		{"empty", Handler{}, ""},
+		{"redis", Handler{Store: "redis", RedisURL: "{env.REDIS_URL}", UserID: "openid"}, ""},
+		{"unknown store", Handler{Store: "etcd"}, `store must be memory or redis, not "etcd"`},
+		{"redis without url", Handler{Store: "redis"}, "store redis needs a URL"},
+		{"redis_url without redis", Handler{RedisURL: "redis://127.0.0.1:6379/0"}, "redis_url is only for store redis"},
+		{"bad user_id", Handler{UserID: "email"}, `user_id must be openid or unionid, not "email"`},
+		{"long session", Handler{SessionTTL: caddy.Duration(31 * 24 * time.Hour)}, "session_ttl 744h0m0s is longer than the maximum"},
+		{"sandbox with a base", Handler{Sandbox: true, MPBase: "http://127.0.0.1:1"}, "sandbox cannot be combined"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.h.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestProvisionRefusalLeavesPoolAlone: a refused configuration for an app
+// whose state is pooled neither bumps nor drops the pool's count, so a
+// reload to a broken config changes nothing for the running one.
+func TestProvisionRefusalLeavesPoolAlone(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	revFile := filepath.Join(t.TempDir(), "logouts")
+	handler := func() *Handler {
+		return &Handler{AppID: "wxpool0123456789ab", AppSecret: "secret0123", Token: "tok123", SessionKeys: []string{loadTestSessionKey}, RevocationFile: revFile}
+	}
+	running := handler()
+	if err := running.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer running.Cleanup()
+	refs := func() int {
+		n, _ := pool.References(running.poolKey)
+		return n
+	}
+	if refs() != 1 {
+		t.Fatalf("%d references to the running config's state, want 1", refs())
+	}
+	for _, mistake := range []func(*Handler){
+		func(h *Handler) { h.EncodingAESKey = "abcde" },
+		func(h *Handler) { h.Methods = []string{"password"} },
+		func(h *Handler) { h.UserID = "email" },
+		func(h *Handler) { h.Store = "etcd" },
+	} {
+		h := handler()
+		mistake(h)
+		err := h.Provision(ctx)
+		if err == nil {
+			t.Fatalf("%+v was accepted", h)
+		}
+		if n := refs(); n != 1 {
+			t.Fatalf("after refusing %+v (%v): %d references, want 1", h, err, n)
+		}
+		_ = h.Cleanup()
+		if n := refs(); n != 1 {
+			t.Fatalf("after cleaning up the refused %+v: %d references, want 1", h, n)
+		}
 	}
 }
 

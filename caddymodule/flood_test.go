@@ -48,7 +48,7 @@ func TestFloodKeepsLogouts(t *testing.T) {
 	if resp, _ := b.do(http.MethodPost, "/wechat/logout", nil, "Origin", l.caddy.BaseURL); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("logout: %d", resp.StatusCode)
 	}
-	pid := l.caddy.cmd.Process.Pid
+	pid := l.caddy.Pid()
 	before := rssKB(t, pid)
 
 	next := "/" + strings.Repeat("n", 1023)

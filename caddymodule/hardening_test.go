@@ -123,8 +123,8 @@ func TestCaddyTrustedProxyHTTPS(t *testing.T) {
 		}
 		resp.Body.Close()
 		set := resp.Header.Get("Set-Cookie")
-		secure := strings.HasPrefix(set, "__Host-wechat_login=") && strings.Contains(set, "; Secure")
-		if resp.StatusCode != http.StatusOK || secure != tc.trusted || !tc.trusted && !strings.HasPrefix(set, "wechat_login=") {
+		secure := strings.HasPrefix(set, "__Host-wechat_scene=") && strings.Contains(set, "; Secure")
+		if resp.StatusCode != http.StatusOK || secure != tc.trusted || !tc.trusted && !strings.HasPrefix(set, "wechat_scene=") {
 			t.Errorf("from %s: %d Set-Cookie %q, want secure=%v", tc.src, resp.StatusCode, set, tc.trusted)
 		}
 

@@ -91,6 +91,11 @@ type Handler struct {
 	// PassThroughPushes hands pushes that are not login scans to the next
 	// handler instead of answering them "success".
 	PassThroughPushes bool `json:"pass_through_pushes,omitempty"`
+	// UseHandleErrors returns the refusals of protected paths (401 for
+	// API clients, 403 for users not allowed) to Caddy as errors, for the
+	// site's handle_errors to answer, instead of answering them with the
+	// built-in JSON and refusal page.
+	UseHandleErrors bool `json:"use_handle_errors,omitempty"`
 	// UserID chooses what {http.auth.user.id} holds: "openid" (default) or
 	// "unionid" (falling back to the openid when there is none).
 	UserID string `json:"user_id,omitempty"`
@@ -146,13 +151,101 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves placeholders, fills in defaults and builds the
-// middleware. It makes no network calls, so `caddy validate` works offline.
+// Provision checks the configuration, then builds the middleware. Every
+// check comes before the usage pool is touched, so a configuration that is
+// refused neither creates shared state nor keeps it alive. It makes no
+// network calls, so `caddy validate` works offline.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
-	resolve := func(s string) (string, error) { return repl.ReplaceOrErr(s, true, true) }
+	cfg, storeCfg, err := h.config(repl)
+	if err != nil {
+		return err
+	}
 
+	// State that must survive a config reload (pending scenes, revoked
+	// sessions, waiting browsers, the access token) lives in a usage pool
+	// keyed by what identifies it, so a reload that keeps the same app and
+	// store picks it up where the old config left it.
+	h.poolKey = poolKey(cfg, storeCfg)
+	shared, loaded, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newSharedState(cfg, storeCfg, h.Sandbox)
+	})
+	if err != nil {
+		return fmt.Errorf("shared state: %w", err)
+	}
+	h.shared = shared.(*sharedState)
+	if loaded {
+		h.logger.Debug("reusing login state from the previous configuration")
+	}
+	if h.Sandbox {
+		h.useSandbox(&cfg, h.shared.sandbox)
+	}
+	cfg.Store = h.shared.store
+	cfg.Notifier = h.shared.notifier
+	if storeCfg.kind == "memory" {
+		if cfg.Revocations, err = h.revocations(storeCfg.revocationFile, cfg.AppID); err != nil {
+			return err
+		}
+	}
+	cfg.TokenSource = h.shared.tokens(cfg)
+	cfg.Metrics = newMetrics(ctx, h.logger)
+
+	h.mw, err = middleware.New(cfg)
+	if err != nil {
+		return optionError(err)
+	}
+	if h.sandbox != nil {
+		h.sandbox.current.Store(h.mw)
+	}
+	return nil
+}
+
+// Validate checks the module's own rules: the options that are not fields
+// of middleware.Config, and how options combine. It needs no placeholder
+// resolved, so Provision runs it before anything else; the options that
+// become middleware.Config fields are checked by middleware.Config.Validate
+// once config has resolved them.
+func (h *Handler) Validate() error {
+	switch h.Store {
+	case "", "memory":
+		if h.RedisURL != "" {
+			return errors.New("redis_url is only for store redis")
+		}
+	case "redis":
+		if h.RevocationFile != "" {
+			return errors.New("revocation_file is only for store memory: with store redis, Redis keeps the logouts")
+		}
+		if h.RedisURL == "" {
+			return errors.New("store redis needs a URL, such as redis://127.0.0.1:6379/0")
+		}
+	default:
+		return fmt.Errorf("store must be memory or redis, not %q", h.Store)
+	}
+	switch h.UserID {
+	case "", "openid", "unionid":
+	default:
+		return fmt.Errorf("user_id must be openid or unionid, not %q", h.UserID)
+	}
+	if time.Duration(h.SessionTTL) > maxSessionTTL {
+		return fmt.Errorf("session_ttl %v is longer than the maximum of %v", time.Duration(h.SessionTTL), maxSessionTTL)
+	}
+	if h.Sandbox && (h.AppID != "" || h.AppSecret != "" || h.APIBase != "" || h.OAuthBase != "" || h.MPBase != "") {
+		return errors.New("sandbox cannot be combined with app_id, app_secret or the *_base options: it replaces WeChat entirely")
+	}
+	return nil
+}
+
+// config resolves the options into the middleware's configuration and the
+// store's, and checks the former with middleware.Config.Validate, naming
+// the option at fault. What comes from the shared state (store, notifier,
+// logouts, access tokens, the sandbox's wiring) and the metrics are added
+// by Provision.
+func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, error) {
+	resolve := func(s string) (string, error) { return repl.ReplaceOrErr(s, true, true) }
 	cfg := middleware.Config{
 		Prefix:               h.Prefix,
 		Methods:              h.Methods,
@@ -179,6 +272,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ClientIP:             clientIP,
 		TrustedProxy:         trustedProxy,
 	}
+	var sc storeConfig
 	var err error
 	for _, f := range []struct {
 		name string
@@ -192,100 +286,98 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		{"open_app_id", h.OpenAppID, &cfg.OpenAppID},
 		{"open_app_secret", h.OpenAppSecret, &cfg.OpenAppSecret},
 		{"api_base", h.APIBase, &cfg.Endpoint.API},
-		{"oauth_base", h.OAuthBase, &cfg.Endpoint.Open},
+		{"oauth_base", h.OAuthBase, &cfg.Endpoint.Authorize},
 		{"mp_base", h.MPBase, &cfg.Endpoint.MP},
 	} {
 		if *f.out, err = resolve(f.in); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
+			return cfg, sc, fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
 	if h.LoginTemplate != "" {
 		path, err := resolve(h.LoginTemplate)
 		if err != nil {
-			return fmt.Errorf("login_template: %w", err)
+			return cfg, sc, fmt.Errorf("login_template: %w", err)
 		}
 		tmpl, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("login_template: %w", err)
+			return cfg, sc, fmt.Errorf("login_template: %w", err)
 		}
 		cfg.LoginTemplate = string(tmpl)
 	}
 	for i, k := range h.SessionKeys {
 		v, err := resolve(k)
 		if err != nil {
-			return fmt.Errorf("session_key %d: %w", i+1, err)
+			return cfg, sc, fmt.Errorf("session_key %d: %w", i+1, err)
 		}
 		cfg.SessionKeys = append(cfg.SessionKeys, []byte(v))
 	}
-
 	if h.Sandbox {
 		if err := h.sandboxConfig(&cfg); err != nil {
-			return err
+			return cfg, sc, err
 		}
 	}
-
-	if time.Duration(h.SessionTTL) > maxSessionTTL {
-		return fmt.Errorf("session_ttl %v is longer than the maximum of %v", time.Duration(h.SessionTTL), maxSessionTTL)
-	}
-	storeCfg, err := h.storeConfig(repl)
-	if err != nil {
-		return err
+	if sc, err = h.storeConfig(repl); err != nil {
+		return cfg, sc, err
 	}
 
-	// State that must survive a config reload (pending scenes, revoked
-	// sessions, waiting browsers, the access token) lives in a usage pool
-	// keyed by what identifies it, so a reload that keeps the same app and
-	// store picks it up where the old config left it.
-	h.poolKey = poolKey(cfg, storeCfg)
-	shared, loaded, err := pool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newSharedState(cfg, storeCfg, h.Sandbox)
-	})
-	if err != nil {
-		return fmt.Errorf("shared state: %w", err)
+	check := cfg
+	if h.Sandbox && len(check.SessionKeys) == 0 {
+		// The sandbox seals with a random key of its own, which only the
+		// shared state holds.
+		check.SessionKeys = [][]byte{make([]byte, 32)}
 	}
-	h.shared = shared.(*sharedState)
-	if loaded {
-		h.logger.Debug("reusing login state from the previous configuration")
+	if err := check.Validate(); err != nil {
+		return cfg, sc, optionError(err)
 	}
-	if h.Sandbox {
-		h.useSandbox(&cfg, h.shared.sandbox)
-	}
-	cfg.Store = h.shared.store
-	cfg.Notifier = h.shared.notifier
-	if storeCfg.kind == "memory" {
-		if cfg.Revocations, err = h.revocations(repl, cfg.AppID); err != nil {
-			return err
-		}
-	}
-	cfg.TokenSource = h.shared.tokens(cfg)
-	cfg.Metrics = newMetrics(ctx, h.logger)
-
-	h.mw, err = middleware.New(cfg)
-	if err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "middleware: "))
-	}
-	if h.sandbox != nil {
-		h.sandbox.current.Store(h.mw)
-	}
-	return nil
+	return cfg, sc, nil
 }
 
-// Validate checks what Provision could not: the module is usable.
-func (h *Handler) Validate() error {
-	if h.mw == nil {
-		return errors.New("not provisioned")
+// options names the option behind each middleware.Config field the module
+// sets, for errors in the user's terms. QRRateBurst can only be wrong in
+// JSON, where it has a key of its own.
+var options = map[string]string{
+	"AppID":           "app_id",
+	"AppSecret":       "app_secret",
+	"Token":           "token",
+	"EncodingAESKey":  "encoding_aes_key",
+	"Methods":         "methods",
+	"OAuthScope":      "scope",
+	"OpenAppID":       "open_app_id",
+	"OpenAppSecret":   "open_app_secret",
+	"SessionKeys":     "session_key",
+	"Prefix":          "prefix",
+	"SessionTTL":      "session_ttl",
+	"SceneTTL":        "qr_ttl",
+	"SiteName":        "site_name",
+	"LogoURL":         "logo",
+	"LoginTemplate":   "login_template",
+	"LoginReply":      "login_reply",
+	"ExpiredReply":    "expired_reply",
+	"PublicPaths":     "public_paths",
+	"AllowedOpenIDs":  "allow_openids",
+	"AllowedUnionIDs": "allow_unionids",
+	"RedirectHosts":   "redirect_hosts",
+	"QRRateLimit":     "qr_rate_limit",
+	"QRRateBurst":     "qr_rate_burst",
+	"QRCeiling":       "qr_ceiling",
+	"MaxWaiting":      "max_waiting",
+}
+
+// optionError rewords a middleware error to name the option at fault
+// rather than the Go field: "encoding_aes_key must be 43 characters, got
+// 5", "session_key 2 is 5 bytes, need at least 32" (elements of a list
+// count from 1, as they are written).
+func optionError(err error) error {
+	var ce *middleware.ConfigError
+	if errors.As(err, &ce) {
+		if opt, ok := options[ce.Field]; ok {
+			if ce.Index >= 0 {
+				return fmt.Errorf("%s %d %s", opt, ce.Index+1, ce.Reason)
+			}
+			return fmt.Errorf("%s %s", opt, ce.Reason)
+		}
 	}
-	switch h.Store {
-	case "", "memory", "redis":
-	default:
-		return fmt.Errorf("store must be memory or redis, not %q", h.Store)
-	}
-	switch h.UserID {
-	case "", "openid", "unionid":
-	default:
-		return fmt.Errorf("user_id must be openid or unionid, not %q", h.UserID)
-	}
-	return nil
+	return errors.New(strings.TrimPrefix(err.Error(), "middleware: "))
 }
 
 // Cleanup releases this config's hold on the shared state and ends its
@@ -314,7 +406,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	n := nextHandler{next: next, userID: h.UserID}
-	h.mw.ServeNext(w, r, &n)
+	if !h.UseHandleErrors {
+		h.mw.ServeNext(w, r, &n)
+		return n.err
+	}
+	if denied := h.mw.ServeOrRefuse(w, r, &n); denied != nil {
+		// As Caddy's own authentication handler does: handle_errors sees
+		// {err.status_code} and {err.message}.
+		return caddyhttp.Error(denied.Status, denied)
+	}
 	return n.err
 }
 

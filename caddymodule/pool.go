@@ -41,35 +41,40 @@ type sharedState struct {
 	token *wechat.TokenCache
 }
 
-// storeConfig is what selects and addresses the store.
+// storeConfig is what selects and addresses the store, resolved.
 type storeConfig struct {
 	kind        string // "memory" or "redis"
 	redisURL    string
 	redisPrefix string
+	// revocationFile is the memory store's file of logouts, absolute; empty
+	// for the default, which depends on the app.
+	revocationFile string
 }
 
+// storeConfig resolves the store options; Validate has checked how they
+// combine.
 func (h *Handler) storeConfig(repl *caddy.Replacer) (storeConfig, error) {
 	sc := storeConfig{kind: h.Store, redisPrefix: h.RedisPrefix}
 	if sc.kind == "" {
 		sc.kind = "memory"
 	}
-	if sc.kind != "redis" {
-		if h.RedisURL != "" {
-			return sc, errors.New("redis_url is only for store redis")
+	if sc.kind == "redis" {
+		url, err := repl.ReplaceOrErr(h.RedisURL, true, true)
+		if err != nil {
+			return sc, fmt.Errorf("redis_url: %w", err)
 		}
+		sc.redisURL = url
 		return sc, nil
 	}
 	if h.RevocationFile != "" {
-		return sc, errors.New("revocation_file is only for store memory: with store redis, Redis keeps the logouts")
+		path, err := repl.ReplaceOrErr(h.RevocationFile, true, true)
+		if err != nil {
+			return sc, fmt.Errorf("revocation_file: %w", err)
+		}
+		if sc.revocationFile, err = filepath.Abs(path); err != nil {
+			return sc, fmt.Errorf("revocation_file: %w", err)
+		}
 	}
-	url, err := repl.ReplaceOrErr(h.RedisURL, true, true)
-	if err != nil {
-		return sc, fmt.Errorf("redis_url: %w", err)
-	}
-	if url == "" {
-		return sc, errors.New("store redis needs a URL, such as redis://127.0.0.1:6379/0")
-	}
-	sc.redisURL = url
 	return sc, nil
 }
 
@@ -140,19 +145,17 @@ func (s *sharedState) Destruct() error {
 }
 
 // revocations returns the file-backed list of logouts for the memory
-// store. It is pooled by file path, so a reload, and every site of this
-// process that names the same file, share one list: two lists appending to
-// one file would lose records when either rewrites it.
-func (h *Handler) revocations(repl *caddy.Replacer, appID string) (middleware.RevocationList, error) {
-	path, err := repl.ReplaceOrErr(h.RevocationFile, true, true)
-	if err != nil {
-		return nil, fmt.Errorf("revocation_file: %w", err)
-	}
+// store, kept in path (absolute), or by default in a file per app under
+// Caddy's data directory. It is pooled by file path, so a reload, and every
+// site of this process that names the same file, share one list: two lists
+// appending to one file would lose records when either rewrites it.
+func (h *Handler) revocations(path, appID string) (middleware.RevocationList, error) {
 	if path == "" {
-		path = filepath.Join(caddy.AppDataDir(), "wechat_login", "revocations-"+fileSafe(appID))
-	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, fmt.Errorf("revocation_file: %w", err)
+		var err error
+		path, err = filepath.Abs(filepath.Join(caddy.AppDataDir(), "wechat_login", "revocations-"+fileSafe(appID)))
+		if err != nil {
+			return nil, fmt.Errorf("revocation_file: %w", err)
+		}
 	}
 	h.revKey = "wechat_login_revocations:" + path
 	v, _, err := revocationPool.LoadOrNew(h.revKey, func() (caddy.Destructor, error) {
@@ -196,7 +199,7 @@ func fileSafe(s string) string {
 // flight.
 func poolKey(cfg middleware.Config, sc storeConfig) string {
 	h := sha256.New()
-	for _, part := range []string{cfg.AppID, cfg.AppSecret, cfg.Endpoint.API, cfg.Endpoint.Open, cfg.Endpoint.MP, sc.kind, sc.redisURL, sc.redisPrefix} {
+	for _, part := range []string{cfg.AppID, cfg.AppSecret, cfg.Endpoint.API, cfg.Endpoint.Authorize, cfg.Endpoint.MP, sc.kind, sc.redisURL, sc.redisPrefix} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

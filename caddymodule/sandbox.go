@@ -61,7 +61,7 @@ func (h *Handler) sandboxConfig(cfg *middleware.Config) error {
 	}
 	cfg.Endpoint.API = sandboxHost
 	cfg.Endpoint.MP = sandboxHost
-	cfg.Endpoint.Open = prefix + "/sandbox"
+	cfg.Endpoint.Authorize = prefix + "/sandbox"
 	h.sandboxPrefix = prefix + "/sandbox"
 	return nil
 }
@@ -83,7 +83,7 @@ func newSandbox(cfg middleware.Config) (*sandbox, error) {
 	sb := &sandbox{sessionKey: make([]byte, 32)}
 	_, _ = rand.Read(sb.sessionKey)
 	p, err := wechattest.New(wechattest.Config{
-		BaseURL:    cfg.Endpoint.Open,
+		BaseURL:    cfg.Endpoint.Authorize,
 		HTTPClient: &http.Client{Transport: callbackTransport{sb}, Timeout: 10 * time.Second},
 	})
 	if err != nil {
@@ -95,7 +95,7 @@ func newSandbox(cfg middleware.Config) (*sandbox, error) {
 		Token:          sandboxToken,
 		EncodingAESKey: sandboxAESKey,
 		OriginalID:     sandboxGhID,
-		CallbackURL:    sandboxHost + strings.TrimSuffix(cfg.Endpoint.Open, "/sandbox") + "/callback",
+		CallbackURL:    sandboxHost + strings.TrimSuffix(cfg.Endpoint.Authorize, "/sandbox") + "/callback",
 		Mode:           wechattest.Safe,
 		// The fake's pages are served by the site they log in to, whose
 		// host is only known per request: they redirect only to the host

@@ -145,7 +145,7 @@ func (m *Middleware) armNotMe(ctx context.Context, openID, scene string, codes l
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	err = m.store.Create(ctx, notMeKey(openID, codes.NotMe), raw, ttl)
+	err = m.pushStore().Create(ctx, notMeKey(openID, codes.NotMe), raw, ttl)
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("record not-me code: %w", err)
 	}
@@ -166,7 +166,7 @@ func (m *Middleware) offerNotMe(ctx context.Context, openID, scene string, codes
 
 // disarmNotMe removes a "not me" record that was never handed out.
 func (m *Middleware) disarmNotMe(ctx context.Context, openID, code string) {
-	if err := m.store.Delete(ctx, notMeKey(openID, code)); err != nil {
+	if err := m.pushStore().Delete(ctx, notMeKey(openID, code)); err != nil {
 		m.log.Warn("cannot remove an unused not-me code", zap.Error(err))
 	}
 }
@@ -211,7 +211,7 @@ func (m *Middleware) handleChatCode(ctx context.Context, ev *wechat.Event) (push
 		return pushResult{}, false
 	}
 	marker := chatReplyKey(ev)
-	if v, err := m.store.Get(ctx, marker); err == nil {
+	if v, err := m.pushStore().Get(ctx, marker); err == nil {
 		m.metrics.DuplicatePush()
 		return pushResult{reply: string(v)}, true
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -223,7 +223,7 @@ func (m *Middleware) handleChatCode(ctx context.Context, ev *wechat.Event) (push
 		res, handled = m.confirmByReply(ctx, ev, code)
 	}
 	if handled && res.failure == nil && res.reply != "" {
-		if err := m.store.Create(ctx, marker, []byte(res.reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
+		if err := m.pushStore().Create(ctx, marker, []byte(res.reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
 			m.log.Warn("cannot record chat dedupe marker", zap.Error(err))
 		}
 	}
@@ -236,7 +236,7 @@ func (m *Middleware) handleChatCode(ctx context.Context, ev *wechat.Event) (push
 // none of the sender's "not me" codes.
 func (m *Middleware) endByCode(ctx context.Context, openID, code string) (pushResult, bool) {
 	key := notMeKey(openID, code)
-	raw, err := m.store.Get(ctx, key)
+	raw, err := m.pushStore().Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return pushResult{}, false
 	}
@@ -277,7 +277,7 @@ func (m *Middleware) endByCode(ctx context.Context, openID, code string) (pushRe
 	}
 	if !rec.Ended {
 		rec.Ended = true
-		if updated, err := json.Marshal(rec); err == nil && m.store.Update(ctx, key, raw, updated) == nil {
+		if updated, err := json.Marshal(rec); err == nil && m.pushStore().Update(ctx, key, raw, updated) == nil {
 			m.log.Info("login ended from the chat (not me)", zap.String("openid", logID(openID)))
 			m.metrics.Scan(StateDenied)
 		}
@@ -292,7 +292,7 @@ func (m *Middleware) endByCode(ctx context.Context, openID, code string) (pushRe
 // false when the sender has no scan waiting.
 func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event, code string) (pushResult, bool) {
 	openID := ev.FromUserName
-	raw, err := m.store.Get(ctx, confirmKey(openID))
+	raw, err := m.pushStore().Get(ctx, confirmKey(openID))
 	if errors.Is(err, store.ErrNotFound) {
 		return pushResult{}, false
 	}
@@ -303,7 +303,7 @@ func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event, code 
 	if !validSceneID(scene) {
 		return pushResult{}, false
 	}
-	rec, _, err := m.loadScene(ctx, scene)
+	rec, _, err := m.loadSceneFrom(ctx, m.pushStore(), scene)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return pushResult{reply: m.cfg.ExpiredReply}, true
@@ -336,7 +336,7 @@ func (m *Middleware) confirmByReply(ctx context.Context, ev *wechat.Event, code 
 		return pushResult{reply: m.cfg.ExpiredReply}, true
 	}
 	// The code is spent: the scanner's later messages are ordinary again.
-	_ = m.store.Delete(ctx, confirmKey(openID))
+	_ = m.pushStore().Delete(ctx, confirmKey(openID))
 	m.notify(ctx, scene)
 	m.log.Info("login confirmed in chat", zap.String("scene", scene[:8]), zap.String("openid", logID(openID)))
 	m.metrics.Scan("confirmed")
@@ -364,7 +364,7 @@ func (m *Middleware) wrongConfirmation(ctx context.Context, scene, openID string
 	case !changed:
 		return pushResult{reply: m.cfg.ExpiredReply}
 	case rec.State == StateDenied:
-		_ = m.store.Delete(ctx, confirmKey(openID))
+		_ = m.pushStore().Delete(ctx, confirmKey(openID))
 		m.notify(ctx, scene)
 		m.log.Warn("login refused after too many wrong confirmation codes", zap.String("scene", scene[:8]), zap.String("openid", logID(openID)))
 		m.metrics.Scan(StateDenied)

@@ -1,8 +1,9 @@
 package middleware
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
+	"html/template"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,12 +11,15 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/session"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
 // Config configures the login middleware. The zero value of every optional
-// field selects a secure default; New reports the first field that is wrong.
+// field selects a secure default; Validate, and New, report the first field
+// that is wrong.
 type Config struct {
 	// AppID and AppSecret identify the WeChat Official Account whose
 	// parametric QR codes users scan. Required.
@@ -252,50 +256,111 @@ const (
 	minSessionKeyLen       = 32
 )
 
-// withDefaults returns a copy of c with defaults filled in, or an error that
-// names the first invalid field.
+// encodingAESKeyLen is the length of WeChat's EncodingAESKey: 32 bytes in
+// base64 without its padding.
+const encodingAESKeyLen = 43
+
+// ConfigError is a mistake in a Config. Validate and New report every
+// mistake in the values of a Config as one, so that a program presenting
+// the Config under names of its own (the Caddy module's options) can say
+// which of its settings is wrong.
+type ConfigError struct {
+	// Field is the Config field at fault, such as "EncodingAESKey".
+	Field string
+	// Index is the element at fault of a list field, counting from 0, or
+	// -1 when the field as a whole is wrong.
+	Index int
+	// Reason says what is wrong, worded to follow the field's name: "is
+	// required", "must be 43 characters, got 5".
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Index >= 0 {
+		return fmt.Sprintf("middleware: %s[%d] %s", e.Field, e.Index, e.Reason)
+	}
+	return "middleware: " + e.Field + " " + e.Reason
+}
+
+func fieldError(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Index: -1, Reason: fmt.Sprintf(format, args...)}
+}
+
+func elementError(field string, i int, format string, args ...any) error {
+	return &ConfigError{Field: field, Index: i, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate reports the first mistake in c that New would refuse, as a
+// *ConfigError; nil means New accepts c's values. It makes no network
+// calls and opens no files, so New can still fail where only opening them
+// tells (RevocationFile, the default store).
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+// withDefaults returns a copy of c with defaults filled in, or a
+// *ConfigError naming the first invalid field. It runs every check New
+// relies on.
 func (c Config) withDefaults() (Config, error) {
+	c, _, err := c.prepare()
+	return c, err
+}
+
+// parts is what New makes from a Config's values. Making them is how
+// those values are checked, so Validate and New cannot disagree.
+type parts struct {
+	public  publicPaths
+	crypter *wechat.Crypter // nil when pushes are plaintext
+	page    *loginpage.Renderer
+}
+
+// prepare returns a copy of c with defaults filled in and the parts New
+// needs, or a *ConfigError naming the first invalid field.
+func (c Config) prepare() (Config, parts, error) {
+	var p parts
 	if c.AppID == "" {
-		return c, errors.New("middleware: AppID is required")
+		return c, p, fieldError("AppID", "is required")
 	}
 	if c.AppSecret == "" && c.TokenSource == nil {
-		return c, errors.New("middleware: AppSecret is required (or a TokenSource)")
+		return c, p, fieldError("AppSecret", "is required (or a TokenSource)")
 	}
 	if c.Token == "" {
-		return c, errors.New("middleware: Token is required (the push token from the Official Account's server settings)")
+		return c, p, fieldError("Token", "is required (the push token from the Official Account's server settings)")
 	}
 	if !validPushToken(c.Token) {
-		return c, errors.New("middleware: Token must be 3 to 32 letters and digits, as WeChat's server settings page requires")
+		return c, p, fieldError("Token", "must be 3 to 32 letters and digits, as WeChat's server settings page requires")
 	}
-	if len(c.SessionKeys) == 0 {
-		return c, errors.New("middleware: SessionKeys needs at least one key")
+	var err error
+	if p.crypter, err = c.crypter(); err != nil {
+		return c, p, err
 	}
-	for i, k := range c.SessionKeys {
-		if len(k) < minSessionKeyLen {
-			return c, fmt.Errorf("middleware: SessionKeys[%d] is %d bytes, need at least %d", i, len(k), minSessionKeyLen)
-		}
+	if err := c.oauthDefaults(); err != nil {
+		return c, p, err
+	}
+	if err := c.checkSessionKeys(); err != nil {
+		return c, p, err
 	}
 	if c.Prefix == "" {
 		c.Prefix = defaultPrefix
 	}
 	if !strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/") || strings.ContainsAny(c.Prefix, "?#*") {
-		return c, fmt.Errorf("middleware: Prefix %q must start with / and not end with /", c.Prefix)
+		return c, p, fieldError("Prefix", "%q must start with / and not end with /", c.Prefix)
 	}
-	var err error
 	if c.SessionTTL, err = positiveOr("SessionTTL", c.SessionTTL, defaultSessionTTL); err != nil {
-		return c, err
+		return c, p, err
 	}
 	if c.SceneTTL, err = positiveOr("SceneTTL", c.SceneTTL, defaultSceneTTL); err != nil {
-		return c, err
+		return c, p, err
 	}
 	if c.SceneTTL < 30*time.Second || c.SceneTTL > maxSceneTTL {
-		return c, fmt.Errorf("middleware: SceneTTL %v must be between 30s and %v", c.SceneTTL, maxSceneTTL)
+		return c, p, fieldError("SceneTTL", "%v must be between 30s and %v", c.SceneTTL, maxSceneTTL)
 	}
 	if c.LongPollTimeout, err = positiveOr("LongPollTimeout", c.LongPollTimeout, defaultLongPollTimeout); err != nil {
-		return c, err
+		return c, p, err
 	}
 	if c.PushMaxAge, err = positiveOr("PushMaxAge", c.PushMaxAge, defaultPushMaxAge); err != nil {
-		return c, err
+		return c, p, err
 	}
 	if c.SiteName == "" {
 		c.SiteName = defaultSiteName
@@ -309,29 +374,33 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ExpiredReply == "" {
 		c.ExpiredReply = defaultExpiredReply
 	}
-	if c.QRRateLimit < 0 || c.QRRateBurst < 0 {
-		return c, errors.New("middleware: QRRateLimit and QRRateBurst must not be negative")
+	if c.QRRateLimit < 0 {
+		return c, p, fieldError("QRRateLimit", "must not be negative")
 	}
 	if c.QRRateLimit == 0 {
 		c.QRRateLimit = 10
 	}
-	if c.QRRateBurst == 0 {
-		c.QRRateBurst = 5
+	for _, n := range []struct {
+		field string
+		v     *int
+		def   int
+	}{
+		{"QRRateBurst", &c.QRRateBurst, 5},
+		{"QRCeiling", &c.QRCeiling, 60},
+		{"MaxWaiting", &c.MaxWaiting, defaultMaxWaiters},
+	} {
+		if *n.v < 0 {
+			return c, p, fieldError(n.field, "must not be negative")
+		}
+		if *n.v == 0 {
+			*n.v = n.def
+		}
 	}
-	if c.QRCeiling < 0 || c.MaxWaiting < 0 {
-		return c, errors.New("middleware: QRCeiling and MaxWaiting must not be negative")
+	if p.public, err = c.publicPaths(); err != nil {
+		return c, p, err
 	}
-	if c.QRCeiling == 0 {
-		c.QRCeiling = 60
-	}
-	if c.MaxWaiting == 0 {
-		c.MaxWaiting = defaultMaxWaiters
-	}
-	if err := c.oauthDefaults(); err != nil {
-		return c, err
-	}
-	if _, err := newPublicPaths(c.PublicPaths); err != nil {
-		return c, err
+	if p.page, err = c.loginPage(); err != nil {
+		return c, p, err
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = remoteHost
@@ -345,7 +414,90 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Metrics == nil {
 		c.Metrics = nopMetrics{}
 	}
-	return c, nil
+	return c, p, nil
+}
+
+// crypter checks the message keys and makes the crypter for encrypted
+// pushes, or nil when there is no EncodingAESKey. Each key is tried alone
+// first, so that the error names the one at fault.
+func (c *Config) crypter() (*wechat.Crypter, error) {
+	if c.EncodingAESKey == "" {
+		if len(c.PreviousEncodingAESKeys) > 0 {
+			return nil, fieldError("PreviousEncodingAESKeys", "given without EncodingAESKey")
+		}
+		return nil, nil
+	}
+	if reason := c.aesKeyProblem(c.EncodingAESKey); reason != "" {
+		return nil, fieldError("EncodingAESKey", "%s", reason)
+	}
+	for i, k := range c.PreviousEncodingAESKeys {
+		if reason := c.aesKeyProblem(k); reason != "" {
+			return nil, elementError("PreviousEncodingAESKeys", i, "%s", reason)
+		}
+	}
+	cr, err := wechat.NewCrypter(c.Token, c.EncodingAESKey, c.AppID, c.PreviousEncodingAESKeys...)
+	if err != nil {
+		return nil, fieldError("EncodingAESKey", "is not usable (%v)", err)
+	}
+	return cr, nil
+}
+
+// aesKeyProblem says what is wrong with one message key, or "". The
+// wording never includes the key.
+func (c *Config) aesKeyProblem(key string) string {
+	if len(key) != encodingAESKeyLen {
+		return fmt.Sprintf("must be %d characters, got %d", encodingAESKeyLen, len(key))
+	}
+	if _, err := wechat.NewCrypter(c.Token, key, c.AppID); err != nil {
+		return fmt.Sprintf("is not a valid key (%v)", err)
+	}
+	return ""
+}
+
+// checkSessionKeys checks SessionKeys, ending with the constructor New's
+// session cookies use, so that New cannot refuse keys that pass here.
+func (c *Config) checkSessionKeys() error {
+	if len(c.SessionKeys) == 0 {
+		return fieldError("SessionKeys", "needs at least one key")
+	}
+	for i, k := range c.SessionKeys {
+		if len(k) < minSessionKeyLen {
+			return elementError("SessionKeys", i, "is %d bytes, need at least %d", len(k), minSessionKeyLen)
+		}
+		// A repeated key adds nothing, and is most likely a rotation that
+		// forgot to change the new key.
+		if slices.ContainsFunc(c.SessionKeys[:i], func(o []byte) bool { return bytes.Equal(o, k) }) {
+			return elementError("SessionKeys", i, "repeats an earlier key")
+		}
+	}
+	if _, err := session.NewCookies(c.SessionKeys, nil, nil); err != nil {
+		return fieldError("SessionKeys", "cannot seal cookies (%v)", err)
+	}
+	return nil
+}
+
+// publicPaths checks PublicPaths one by one, so that the error names the
+// element at fault.
+func (c *Config) publicPaths() (publicPaths, error) {
+	out := make(publicPaths, 0, len(c.PublicPaths))
+	for i, prefix := range c.PublicPaths {
+		pp, err := newPublicPaths([]string{prefix})
+		if err != nil {
+			return nil, elementError("PublicPaths", i, "%q must be an absolute path without dot segments, empty segments, backslashes or escapes", prefix)
+		}
+		out = append(out, pp...)
+	}
+	return out, nil
+}
+
+// loginPage checks LoginTemplate and makes the page renderer.
+func (c *Config) loginPage() (*loginpage.Renderer, error) {
+	if c.LoginTemplate != "" {
+		if _, err := template.New("login").Parse(c.LoginTemplate); err != nil {
+			return nil, fieldError("LoginTemplate", "does not parse (%v)", err)
+		}
+	}
+	return newLoginPage(*c)
 }
 
 // oauthDefaults fills in and checks Methods, OAuthScope and the website app.
@@ -354,10 +506,13 @@ func (c *Config) oauthDefaults() error {
 		c.OAuthScope = "snsapi_base"
 	}
 	if c.OAuthScope != "snsapi_base" && c.OAuthScope != "snsapi_userinfo" {
-		return fmt.Errorf("middleware: OAuthScope %q must be snsapi_base or snsapi_userinfo", c.OAuthScope)
+		return fieldError("OAuthScope", "must be snsapi_base or snsapi_userinfo, not %q", c.OAuthScope)
 	}
-	if (c.OpenAppID == "") != (c.OpenAppSecret == "") {
-		return errors.New("middleware: OpenAppID and OpenAppSecret go together")
+	switch {
+	case c.OpenAppID != "" && c.OpenAppSecret == "":
+		return fieldError("OpenAppSecret", "is missing: a website app needs its id and its secret")
+	case c.OpenAppID == "" && c.OpenAppSecret != "":
+		return fieldError("OpenAppID", "is missing: a website app needs its id and its secret")
 	}
 	if len(c.Methods) == 0 {
 		c.Methods = []string{MethodQR, MethodOAuth}
@@ -365,21 +520,19 @@ func (c *Config) oauthDefaults() error {
 			c.Methods = append(c.Methods, MethodOpen)
 		}
 	}
-	seen := map[string]bool{}
 	for i, m := range c.Methods {
 		switch m {
 		case MethodQR, MethodOAuth:
 		case MethodOpen:
 			if c.OpenAppID == "" {
-				return errors.New("middleware: method open needs OpenAppID and OpenAppSecret")
+				return elementError("Methods", i, "%q needs a website app: its id and secret", m)
 			}
 		default:
-			return fmt.Errorf("middleware: Methods[%d] %q must be qr, oauth or open", i, m)
+			return elementError("Methods", i, "%q must be qr, oauth or open", m)
 		}
-		if seen[m] {
-			return fmt.Errorf("middleware: Methods[%d] %q is listed twice", i, m)
+		if slices.Contains(c.Methods[:i], m) {
+			return elementError("Methods", i, "%q is listed twice", m)
 		}
-		seen[m] = true
 	}
 	return nil
 }
@@ -402,10 +555,10 @@ func validPushToken(s string) bool {
 	return true
 }
 
-func positiveOr(name string, v, def time.Duration) (time.Duration, error) {
+func positiveOr(field string, v, def time.Duration) (time.Duration, error) {
 	switch {
 	case v < 0:
-		return 0, fmt.Errorf("middleware: %s must not be negative", name)
+		return 0, fieldError(field, "must not be negative")
 	case v == 0:
 		return def, nil
 	}

@@ -82,13 +82,16 @@ type Middleware struct {
 // New validates cfg and returns a ready middleware. It makes no network
 // calls.
 func New(cfg Config) (*Middleware, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, parts, err := cfg.prepare()
 	if err != nil {
 		return nil, err
 	}
 	m := &Middleware{
 		cfg:       cfg,
 		log:       cfg.Logger.Named("wechat_login"),
+		crypter:   parts.crypter,
+		public:    parts.public,
+		page:      parts.page,
 		redirects: redirect.Policy{AllowedHosts: cfg.RedirectHosts},
 		csrf:      http.NewCrossOriginProtection(),
 		metrics:   cfg.Metrics,
@@ -97,16 +100,6 @@ func New(cfg Config) (*Middleware, error) {
 	m.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
-	if m.public, err = newPublicPaths(cfg.PublicPaths); err != nil {
-		return nil, err
-	}
-	if cfg.EncodingAESKey != "" {
-		if m.crypter, err = wechat.NewCrypter(cfg.Token, cfg.EncodingAESKey, cfg.AppID, cfg.PreviousEncodingAESKeys...); err != nil {
-			return nil, fmt.Errorf("middleware: EncodingAESKey: %w", err)
-		}
-	} else if len(cfg.PreviousEncodingAESKeys) > 0 {
-		return nil, errors.New("middleware: PreviousEncodingAESKeys given without EncodingAESKey")
-	}
 	if m.crypter == nil || cfg.AllowPlaintextPushes {
 		m.log.Warn("WeChat pushes are accepted in plaintext (no EncodingAESKey, or AllowPlaintextPushes): their signature does not cover the message, which is only right for WeChat test accounts; use encrypted (safe) mode with an EncodingAESKey in production")
 	}
@@ -142,9 +135,6 @@ func New(cfg Config) (*Middleware, error) {
 		_ = m.Close()
 		return nil, err
 	}
-	if m.page, err = newLoginPage(cfg); err != nil {
-		return nil, err
-	}
 	return m, nil
 }
 
@@ -175,34 +165,75 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 // ServeNext handles one request the way Handler(next) would. It is for
 // adapters (such as the Caddy module) whose next handler changes per request.
 func (m *Middleware) ServeNext(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if denied := m.ServeOrRefuse(w, r, next); denied != nil {
+		m.WriteAccessError(w, r, denied)
+	}
+}
+
+// AccessError is a request for a protected path that was refused: Status is
+// 401 for a client that is not logged in (browsers navigating are sent to
+// the login page instead, which is not a refusal) and 403 for a user the
+// allowlists refuse.
+type AccessError struct {
+	Status int
+	// LoginURL is where to log in (401 only).
+	LoginURL string
+}
+
+func (e *AccessError) Error() string {
+	if e.Status == http.StatusForbidden {
+		return "this WeChat account is not allowed here"
+	}
+	return "login required"
+}
+
+// ServeOrRefuse is ServeNext for adapters with error handling of their own
+// (the Caddy module's use_handle_errors): a refused request for a protected
+// path is not answered but returned, and the caller must answer it, with
+// WriteAccessError or otherwise. next is never called for it. Every other
+// request is answered, and nil returned.
+func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next http.Handler) *AccessError {
 	// Identity headers are ours alone, whatever route this is.
 	stripIdentityHeaders(r.Header)
 
 	path := r.URL.Path
 	if path == m.cfg.Prefix || strings.HasPrefix(path, m.cfg.Prefix+"/") {
 		m.route(w, r, strings.TrimPrefix(path, m.cfg.Prefix), next)
-		return
+		return nil
 	}
 	if m.public.match(r.URL) {
 		next.ServeHTTP(w, r)
-		return
+		return nil
 	}
 	rec, err := m.sessions.Get(r)
 	if err != nil && !errors.Is(err, session.ErrNone) {
 		m.storeFailure(w, "check session", err)
-		return
+		return nil
 	}
 	if err != nil {
-		m.unauthenticated(w, r)
-		return
+		return m.unauthenticated(w, r)
 	}
 	id := identityOf(rec)
 	if !m.allowed(id) {
-		m.forbidden(w, r)
-		return
+		return &AccessError{Status: http.StatusForbidden}
 	}
 	setIdentityHeaders(r.Header, id)
 	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), id)))
+	return nil
+}
+
+// WriteAccessError answers a request refused with err the built-in way: a
+// JSON body with the reason (and the login URL) for scripts and API
+// clients, the refusal page for browsers.
+func (m *Middleware) WriteAccessError(w http.ResponseWriter, r *http.Request, err *AccessError) {
+	switch {
+	case err.Status == http.StatusForbidden && wantsHTML(r):
+		m.serveForbidden(w, r)
+	case err.Status == http.StatusForbidden:
+		writeError(w, http.StatusForbidden, err.Error())
+	default:
+		writeJSON(w, err.Status, map[string]string{"error": err.Error(), "login_url": err.LoginURL})
+	}
 }
 
 func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, next http.Handler) {
@@ -252,26 +283,21 @@ func wantsHTML(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
-func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) {
+// unauthenticated sends a browser navigating to a protected page to log in
+// (or, inside WeChat, straight into authorization), and refuses anything
+// else with a 401 AccessError.
+func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) *AccessError {
 	back := redirect.ReturnAddress(r)
 	login := m.loginURL(back)
-	if wantsHTML(r) {
-		if next, ok := m.redirects.Next([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
-			return
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, login, http.StatusFound)
-		return
+	if !wantsHTML(r) {
+		return &AccessError{Status: http.StatusUnauthorized, LoginURL: login}
 	}
-	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "login required", "login_url": login})
-}
-
-func (m *Middleware) forbidden(w http.ResponseWriter, r *http.Request) {
-	if wantsHTML(r) {
-		m.serveForbidden(w, r)
-		return
+	if next, ok := m.redirects.Next([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
+		return nil
 	}
-	writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, login, http.StatusFound)
+	return nil
 }
 
 // handleUserInfo serves GET {prefix}/userinfo: the session's identity.

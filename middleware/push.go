@@ -16,9 +16,10 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
-// pushBudget bounds the work done for one push. WeChat gives up after five
-// seconds and shows the user "this account cannot serve you right now"; an
-// honest failure before then is better, and lets its retry succeed.
+// pushBudget bounds the work done for one push, counted from its request's
+// arrival. WeChat gives up after five seconds and shows the user "this
+// account cannot serve you right now"; an honest 503 before then is better,
+// and lets its retry succeed.
 const pushBudget = 4 * time.Second
 
 // dedupeTTL outlives WeChat's retries (three attempts, five seconds apart)
@@ -79,7 +80,17 @@ type pushResult struct {
 	failure error  // could not record the outcome: let WeChat retry
 }
 
+// handlePush processes a push on the request's own goroutine, under a
+// context that ends pushBudget after the request arrived (or when WeChat
+// hangs up). Every store and WeChat call takes that context and gives up
+// when it ends; the push is then answered 503, and once the handler has
+// returned nothing of the push runs any more, but for a store call already
+// under way when the context ended, which the store may still apply (see
+// deadlineStore). WeChat's retry redoes what did not happen: it is answered
+// as a duplicate only once the first attempt finished (see confirmScene).
 func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	ctx, cancel := context.WithTimeout(r.Context(), pushBudget)
+	defer cancel()
 	// The verifier caps the body too; this reader also tells the server to
 	// close the connection instead of draining an oversized body.
 	r.Body = http.MaxBytesReader(w, r.Body, wechat.MaxPushBytes)
@@ -88,8 +99,6 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 		m.refusePush(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), pushBudget)
-	defer cancel()
 	if !push.Encrypted() {
 		if status, reason := m.checkPlainReuse(ctx, push); status != 0 {
 			writeText(w, status, reason)
@@ -97,7 +106,7 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 		}
 	}
 
-	res := m.applyPush(ctx, push.Event)
+	res := m.processPush(ctx, push.Event)
 	switch {
 	case res.failure != nil:
 		m.log.Error("push not processed; WeChat will retry", zap.Error(res.failure))
@@ -121,35 +130,6 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 	}
 }
 
-// applyPush runs processPush until ctx (the push budget) ends.
-//
-// Store calls take ctx, and a store that honours it gives up when the
-// budget ends; processPush then returns a failure on its own and the push
-// is answered 503. A store that ignores ctx (a wedged connection without
-// deadlines) could hold the answer past WeChat's five seconds, so
-// processPush runs on its own goroutine and the handler stops waiting for it
-// at the deadline. That goroutine must not change what WeChat's retry will
-// find: processPush refuses to start, and updateScene refuses to begin a
-// transition, once ctx has ended. What can still land after the 503 is a
-// store call that had already started (no client can take back a write it
-// sent, whatever its context); confirmScene answers the retry of a scan
-// that landed that way as the duplicate it is.
-//
-// Running processPush on the handler's goroutine instead would need every
-// store call to be bounded, that is a deadline-enforcing wrapper around the
-// store itself, which would then have to be installed where the store is
-// set up.
-func (m *Middleware) applyPush(ctx context.Context, ev *wechat.Event) pushResult {
-	done := make(chan pushResult, 1)
-	go func() { done <- m.processPush(ctx, ev) }()
-	select {
-	case res := <-done:
-		return res
-	case <-ctx.Done():
-		return pushResult{failure: ctx.Err()}
-	}
-}
-
 // checkPlainReuse binds a plaintext push's signed query to its body. The
 // URL signature covers only token, timestamp and nonce, so whoever saw one
 // push URL (in an access log, a proxy, a trace) could post any body under
@@ -163,8 +143,9 @@ func (m *Middleware) checkPlainReuse(ctx context.Context, p *wechat.Push) (int, 
 	key := "pushurl:" + hex.EncodeToString(q[:16])
 	sum := sha256.Sum256(p.Body)
 	ttl := 2*m.cfg.PushMaxAge + time.Minute
+	st := m.pushStore()
 	for range 2 {
-		err := m.store.Create(ctx, key, sum[:], ttl)
+		err := st.Create(ctx, key, sum[:], ttl)
 		if err == nil {
 			return 0, ""
 		}
@@ -172,7 +153,7 @@ func (m *Middleware) checkPlainReuse(ctx context.Context, p *wechat.Push) (int, 
 			m.log.Error("cannot record plaintext push URL; WeChat will retry", zap.Error(err))
 			return http.StatusServiceUnavailable, "temporarily unavailable"
 		}
-		seen, err := m.store.Get(ctx, key)
+		seen, err := st.Get(ctx, key)
 		switch {
 		case err == nil && bytes.Equal(seen, sum[:]):
 			return 0, "" // a retry of the same push
@@ -194,7 +175,7 @@ func (m *Middleware) checkPlainReuse(ctx context.Context, p *wechat.Push) (int, 
 // chat codes end or confirm a login; everything else is acknowledged or
 // passed on.
 func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResult {
-	if err := ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil { // the budget ran out while the body was read
 		return pushResult{failure: err}
 	}
 	kind := ev.Kind()

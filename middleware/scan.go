@@ -18,13 +18,22 @@ import (
 )
 
 // confirmScene moves a pending scene to confirmed with the scanner's
-// identity, once. WeChat retries a push it got no answer to, so the same scan
-// can arrive up to three times: the retries get the same reply and change
-// nothing. A different user scanning an already-confirmed code changes
-// nothing either: the first scan wins.
+// identity, once. WeChat retries a push it got no answer to in time, so the
+// same scan can arrive up to three times: the retries get the same reply and
+// change nothing. A different user scanning an already-confirmed code
+// changes nothing either: the first scan wins.
+//
+// A retry is told apart by the push's dedupe marker, which is stored only
+// once everything the scan does is done (finishScan), and by the scene's
+// ScanKey, stored with the transition itself. A marker means the first
+// attempt finished and only its answer was lost: the retry gets the stored
+// answer. No marker, and a scene moved by this very push (ScanKey), means
+// an attempt made the transition but did not finish, or is still finishing:
+// the retry finishes it. Neither means no attempt made the transition, and
+// the retry does the whole work.
 func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event) pushResult {
 	marker := dedupeKey(ev)
-	if v, err := m.store.Get(ctx, marker); err == nil {
+	if v, err := m.pushStore().Get(ctx, marker); err == nil {
 		m.metrics.DuplicatePush()
 		if len(v) > 1 {
 			return pushResult{reply: string(v)} // the answer the first copy got
@@ -65,7 +74,10 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		}
 		return false
 	})
-	if !changed && !m.cfg.ConfirmInChat && codes.NotMe != "" {
+	// The unused code is removed only when the scene is known not to carry
+	// it: after a failed update (the deadline, a store error) the transition
+	// may still have landed, with this code in it.
+	if !changed && (err == nil || errors.Is(err, store.ErrNotFound)) && !m.cfg.ConfirmInChat && codes.NotMe != "" {
 		m.disarmNotMe(ctx, ev.FromUserName, codes.NotMe)
 	}
 	switch {
@@ -78,13 +90,13 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		switch refused {
 		case "duplicate":
 			m.metrics.DuplicatePush()
-			switch rec.State {
-			case StateScanned:
-				return pushResult{reply: m.confirmPrompt(rec)}
-			case StateConfirmed:
-				return pushResult{reply: m.loginReplyFor(rec)}
+			switch {
+			case rec.State != StateScanned && rec.State != StateConfirmed:
+				return pushResult{reply: m.cfg.ExpiredReply}
+			case rec.ScanKey == marker:
+				return m.finishScan(ctx, scene, rec, marker)
 			}
-			return pushResult{reply: m.cfg.ExpiredReply}
+			return pushResult{reply: m.scanReply(rec)} // another scan of the same code
 		case "mismatch":
 			m.log.Warn("scan ticket does not match the scene's ticket; ignored", zap.String("scene", scene[:8]))
 		default:
@@ -94,25 +106,41 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		return pushResult{reply: m.cfg.ExpiredReply}
 	}
 
-	reply := m.loginReplyFor(rec)
-	if rec.State == StateScanned {
-		reply = m.confirmPrompt(rec)
-	}
-	// The transition is done; the marker (holding the reply, codes and
-	// all) lets later retries be answered the same way even after the
-	// scene is redeemed. Its failure is harmless: the scene record answers
-	// them while it exists.
-	if err := m.store.Create(ctx, marker, []byte(reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
-		m.log.Warn("cannot record push dedupe marker", zap.Error(err))
-	}
-	m.notify(ctx, scene)
 	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
+	m.metrics.Scan(rec.State)
+	return m.finishScan(ctx, scene, rec, marker)
+}
+
+// scanReply is the chat reply to a scan that moved the scene to rec.
+func (m *Middleware) scanReply(rec sceneRecord) string {
+	if rec.State == StateScanned {
+		return m.confirmPrompt(rec)
+	}
+	return m.loginReplyFor(rec)
+}
+
+// finishScan does what follows the transition the scan push named by marker
+// made: with ConfirmInChat, the scanner's confirmation is awaited; the
+// browser waiting on the scene is woken; last, the dedupe marker, holding
+// the reply (codes and all), lets later copies of the push be answered the
+// same way even after the scene is redeemed. Every step may be done again by
+// a copy of the push. A push whose context ended on the way is answered 503
+// though its transition stands, so that WeChat's retry finishes the steps
+// that were cut short.
+func (m *Middleware) finishScan(ctx context.Context, scene string, rec sceneRecord, marker string) pushResult {
+	reply := m.scanReply(rec)
 	if rec.State == StateScanned {
 		m.awaitConfirmation(ctx, scene, rec)
-		m.metrics.Scan("scanned")
-		return pushResult{reply: reply}
 	}
-	m.metrics.Scan("confirmed")
+	m.notify(ctx, scene)
+	if err := m.pushStore().Create(ctx, marker, []byte(reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
+		// A store failure is harmless: the scene record answers later
+		// copies while it exists. The deadline is answered 503 below.
+		m.log.Warn("cannot record push dedupe marker", zap.Error(err))
+	}
+	if err := ctx.Err(); err != nil {
+		return pushResult{failure: fmt.Errorf("scan recorded but not finished in time: %w", err)}
+	}
 	return pushResult{reply: reply}
 }
 
@@ -121,11 +149,12 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 // transition is lost or applied twice. change edits the record and reports
 // whether it should be stored; it may run more than once. updateScene
 // returns the record as stored (or as found, when change declined) and
-// store.ErrNotFound when the scene is gone. Once ctx has ended it begins no
-// transition: the push it belongs to has been answered (see applyPush).
+// store.ErrNotFound when the scene is gone. Once ctx has ended it stores
+// nothing, but an update in flight at that moment may still land (see
+// deadlineStore): its error then does not say the scene is unchanged.
 func (m *Middleware) updateScene(ctx context.Context, scene string, change func(*sceneRecord) bool) (sceneRecord, bool, error) {
 	for range 5 {
-		rec, raw, err := m.loadScene(ctx, scene)
+		rec, raw, err := m.loadSceneFrom(ctx, m.pushStore(), scene)
 		if err != nil {
 			return sceneRecord{}, false, err
 		}
@@ -136,10 +165,7 @@ func (m *Middleware) updateScene(ctx context.Context, scene string, change func(
 		if err != nil {
 			return sceneRecord{}, false, err
 		}
-		if err := ctx.Err(); err != nil {
-			return sceneRecord{}, false, err
-		}
-		err = m.store.Update(ctx, sceneKey(scene), raw, updated)
+		err = m.pushStore().Update(ctx, sceneKey(scene), raw, updated)
 		if errors.Is(err, store.ErrChanged) {
 			continue
 		}
@@ -171,8 +197,9 @@ func (m *Middleware) awaitConfirmation(ctx context.Context, scene string, rec sc
 		return
 	}
 	key := confirmKey(rec.OpenID)
-	_ = m.store.Delete(ctx, key)
-	if err := m.store.Create(ctx, key, []byte(scene), ttl); err != nil && !errors.Is(err, store.ErrExists) {
+	st := m.pushStore()
+	_ = st.Delete(ctx, key)
+	if err := st.Create(ctx, key, []byte(scene), ttl); err != nil && !errors.Is(err, store.ErrExists) {
 		m.log.Warn("cannot record the pending confirmation", zap.Error(err))
 	}
 }

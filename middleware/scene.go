@@ -78,8 +78,14 @@ func validSceneID(s string) bool {
 	return true
 }
 
+// loadScene reads a scene that has not expired, and its stored form.
 func (m *Middleware) loadScene(ctx context.Context, id string) (sceneRecord, []byte, error) {
-	raw, err := m.store.Get(ctx, sceneKey(id))
+	return m.loadSceneFrom(ctx, m.store, id)
+}
+
+// loadSceneFrom is loadScene through st (a push reads through pushStore).
+func (m *Middleware) loadSceneFrom(ctx context.Context, st store.Store, id string) (sceneRecord, []byte, error) {
+	raw, err := st.Get(ctx, sceneKey(id))
 	if err != nil {
 		return sceneRecord{}, nil, err
 	}

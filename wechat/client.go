@@ -21,17 +21,18 @@ import (
 type Endpoint struct {
 	// API serves the JSON APIs (cgi-bin/*, sns/*).
 	API string
-	// Open serves the OAuth pages (connect/oauth2/authorize, connect/qrconnect).
-	Open string
+	// Authorize serves the authorization pages that a user's browser is
+	// sent to (connect/oauth2/authorize, connect/qrconnect).
+	Authorize string
 	// MP serves QR code images (cgi-bin/showqrcode).
 	MP string
 }
 
 // DefaultEndpoint is the real WeChat.
 var DefaultEndpoint = Endpoint{
-	API:  "https://api.weixin.qq.com",
-	Open: "https://open.weixin.qq.com",
-	MP:   "https://mp.weixin.qq.com",
+	API:       "https://api.weixin.qq.com",
+	Authorize: "https://open.weixin.qq.com",
+	MP:        "https://mp.weixin.qq.com",
 }
 
 // withDefaults fills empty fields from DefaultEndpoint and drops trailing
@@ -44,16 +45,16 @@ func (e Endpoint) withDefaults() Endpoint {
 		return strings.TrimRight(v, "/")
 	}
 	return Endpoint{
-		API:  pick(e.API, DefaultEndpoint.API),
-		Open: pick(e.Open, DefaultEndpoint.Open),
-		MP:   pick(e.MP, DefaultEndpoint.MP),
+		API:       pick(e.API, DefaultEndpoint.API),
+		Authorize: pick(e.Authorize, DefaultEndpoint.Authorize),
+		MP:        pick(e.MP, DefaultEndpoint.MP),
 	}
 }
 
-// DefaultTimeout bounds each HTTP exchange with WeChat when no HTTPClient is
+// defaultTimeout bounds each HTTP exchange with WeChat when no HTTPClient is
 // given. WeChat normally answers in well under a second; a hung call must not
 // hold a user's request for long.
-const DefaultTimeout = 10 * time.Second
+const defaultTimeout = 10 * time.Second
 
 // maxResponseBytes caps what is read from WeChat. Real answers are a few
 // hundred bytes; anything near this size is a fault, not data.
@@ -64,7 +65,7 @@ const maxResponseBytes = 1 << 20
 // and following one would carry query credentials to another URL.
 func newDefaultHTTPClient() *http.Client {
 	return &http.Client{
-		Timeout: DefaultTimeout,
+		Timeout: defaultTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -87,8 +88,8 @@ type Client struct {
 	AppID, AppSecret string
 	// Endpoint locates WeChat; zero fields mean DefaultEndpoint's.
 	Endpoint Endpoint
-	// HTTPClient performs the calls. Nil means a client with DefaultTimeout
-	// that does not follow redirects.
+	// HTTPClient performs the calls. Nil means a client with a 10-second
+	// timeout that does not follow redirects.
 	HTTPClient *http.Client
 	// Tokens supplies access tokens. Nil means
 	// ReuseTokenSource(StableTokenSource(AppID, AppSecret, Endpoint, HTTPClient), 0),
@@ -118,7 +119,7 @@ func (c *Client) tokenSource() TokenSource {
 }
 
 // AccessToken returns a currently valid access_token from the client's token
-// source.
+// source, for calling Official Account APIs this package does not wrap.
 func (c *Client) AccessToken(ctx context.Context) (string, error) {
 	t, err := c.tokenSource().Token(ctx)
 	if err != nil {
@@ -142,7 +143,7 @@ func (c *Client) callWithToken(ctx context.Context, req apiRequest, out statusCa
 		return err
 	}
 	err = c.callOnce(ctx, req, tok, out)
-	if !IsTokenInvalid(err) {
+	if !isTokenInvalid(err) {
 		return err
 	}
 	src := c.tokenSource()

@@ -218,24 +218,11 @@ func TestFakeWrongSecret(t *testing.T) {
 	srv, _ := newFake(t)
 	for _, src := range []wechat.TokenSource{
 		wechat.StableTokenSource(fakeOA, "wrong-secret-value", srv.Endpoint(), nil),
-		wechat.ClassicTokenSource(fakeOA, "wrong-secret-value", srv.Endpoint(), nil),
 	} {
 		_, err := src.Token(context.Background())
 		if _, ok := wechat.ErrorCode(err); !ok || strings.Contains(err.Error(), "wrong-secret-value") {
 			t.Errorf("err = %v", err)
 		}
-	}
-}
-
-func TestFakeClassicTokenSource(t *testing.T) {
-	t.Parallel()
-	srv, _ := newFake(t)
-	c := &wechat.Client{Endpoint: srv.Endpoint(), Tokens: wechat.ReuseTokenSource(wechat.ClassicTokenSource(fakeOA, fakeOASec, srv.Endpoint(), nil), 0)}
-	if _, err := c.CreateTempQR(context.Background(), "s", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if n := srv.Calls("/cgi-bin/token"); n != 1 {
-		t.Errorf("cgi-bin/token calls = %d, want 1", n)
 	}
 }
 

@@ -67,10 +67,6 @@ var allCalls = []apiCall{
 		_, err := wechat.StableTokenSource(testAppID, testSecret, ep, hc).Token(ctx)
 		return err
 	}},
-	{"ClassicTokenSource", "/cgi-bin/token", func(ctx context.Context, ep wechat.Endpoint, hc *http.Client) error {
-		_, err := wechat.ClassicTokenSource(testAppID, testSecret, ep, hc).Token(ctx)
-		return err
-	}},
 	{"RemoteTokenSource", "/internal/token", func(ctx context.Context, ep wechat.Endpoint, hc *http.Client) error {
 		_, err := wechat.RemoteTokenSource(ep.API+"/internal/token?key="+testSecret, hc).Token(ctx)
 		return err

@@ -120,13 +120,6 @@ func decodeAESKey(s string) (aesKey, error) {
 	return k, nil
 }
 
-// Token returns the account's Token, the shared secret of the signatures.
-func (c *Crypter) Token() string { return c.token }
-
-// AppID returns the AppID that decrypted messages must be addressed to and
-// that encrypted messages are addressed to.
-func (c *Crypter) AppID() string { return c.appID }
-
 // Decrypt authenticates and decrypts the Encrypt field of a push (or of an
 // encrypted reply) and returns the inner message, byte for byte.
 //
@@ -144,12 +137,12 @@ func (c *Crypter) Decrypt(msgSignature, timestamp, nonce, encrypted string) ([]b
 	return msg, err
 }
 
-// DecryptForReply is Decrypt for a push that will be answered: it also
+// decryptForReply is Decrypt for a push that will be answered: it also
 // returns the Crypter to encrypt the answer with. While an EncodingAESKey is
 // being changed, WeChat may still push under the previous key, and the
 // reply must use the key the push used; the returned Crypter has that key
 // first (it is c itself when the current key worked).
-func (c *Crypter) DecryptForReply(msgSignature, timestamp, nonce, encrypted string) (msg []byte, reply *Crypter, err error) {
+func (c *Crypter) decryptForReply(msgSignature, timestamp, nonce, encrypted string) (msg []byte, reply *Crypter, err error) {
 	if !CheckSignature(msgSignature, c.token, timestamp, nonce, encrypted) {
 		return nil, nil, ErrSignatureMismatch
 	}

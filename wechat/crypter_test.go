@@ -77,8 +77,8 @@ func TestNewCrypterKey(t *testing.T) {
 	if !bytes.Equal(c.keys[0].iv[:], raw[:16]) {
 		t.Errorf("IV is not the first 16 key bytes")
 	}
-	if c.Token() != vecAToken || c.AppID() != vecAAppID {
-		t.Errorf("accessors = %q, %q", c.Token(), c.AppID())
+	if c.token != vecAToken || c.appID != vecAAppID {
+		t.Errorf("token, appID = %q, %q", c.token, c.appID)
 	}
 }
 
@@ -670,9 +670,9 @@ func TestDecryptForReplyUsesThePushKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg, reply, err := rotating.DecryptForReply(sig, "1700000000", "42", enc)
+			msg, reply, err := rotating.decryptForReply(sig, "1700000000", "42", enc)
 			if err != nil || string(msg) != "<xml>push</xml>" {
-				t.Fatalf("DecryptForReply: %q %v", msg, err)
+				t.Fatalf("decryptForReply: %q %v", msg, err)
 			}
 			out, err := reply.EncryptReply([]byte("<xml>reply</xml>"), "1700000001", "42")
 			if err != nil {
@@ -689,7 +689,7 @@ func TestDecryptForReplyUsesThePushKey(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := rotating.DecryptForReply("0000000000000000000000000000000000000000", "1", "2", "AAAA"); !errors.Is(err, ErrSignatureMismatch) {
+	if _, _, err := rotating.decryptForReply("0000000000000000000000000000000000000000", "1", "2", "AAAA"); !errors.Is(err, ErrSignatureMismatch) {
 		t.Fatalf("bad signature: %v", err)
 	}
 }

@@ -8,9 +8,10 @@ import (
 	"unicode/utf8"
 )
 
-// WeChat errcodes this package gives meaning to. Branch on these (or on the
-// Is* helpers) rather than on errmsg, whose wording and request-id suffix
-// change over time.
+// WeChat errcodes this package gives meaning to. Branch on these (through
+// ErrorCode, or the IsCodeInvalid, IsRateLimited and IsIPNotWhitelisted
+// helpers) rather than on errmsg, whose wording and request-id suffix change
+// over time.
 const (
 	CodeSystemBusy          = -1    // system error, retry later
 	CodeInvalidCredential   = 40001 // access_token invalid or superseded (or wrong secret when fetching one)
@@ -41,7 +42,8 @@ var ErrResponseTooLarge = errors.New("response body too large")
 var ErrInvalidArgument = errors.New("invalid argument")
 
 // Error is a failure reported by WeChat itself: an HTTP 200 answer whose JSON
-// carries a non-zero errcode. Inspect it with errors.As or the Is* helpers.
+// carries a non-zero errcode. Inspect it with errors.As, ErrorCode or the Is*
+// helpers.
 type Error struct {
 	// Code is WeChat's errcode.
 	Code int
@@ -84,10 +86,10 @@ func hasCode(err error, codes ...int) bool {
 	return false
 }
 
-// IsTokenInvalid reports whether WeChat rejected the access_token used for a
+// isTokenInvalid reports whether WeChat rejected the access_token used for a
 // call (40001, 40014, 42001). The Client reacts by dropping that token and
 // retrying once.
-func IsTokenInvalid(err error) bool {
+func isTokenInvalid(err error) bool {
 	return hasCode(err, CodeInvalidCredential, CodeInvalidAccessToken, CodeAccessTokenExpired)
 }
 
@@ -99,9 +101,9 @@ func IsCodeInvalid(err error) bool {
 	return hasCode(err, CodeInvalidCode, CodeCodeUsed, CodeCodeExpired)
 }
 
-// IsRefreshTokenInvalid reports whether an OAuth refresh_token can no longer
+// isRefreshTokenInvalid reports whether an OAuth refresh_token can no longer
 // be used (40030, 42002, 42007): the user has to authorize again.
-func IsRefreshTokenInvalid(err error) bool {
+func isRefreshTokenInvalid(err error) bool {
 	return hasCode(err, CodeInvalidRefreshToken, CodeRefreshTokenExpired, CodeUserChangedPassword)
 }
 
@@ -119,15 +121,15 @@ func IsIPNotWhitelisted(err error) bool {
 	return hasCode(err, CodeIPNotWhitelisted, CodeIPNotRegistered)
 }
 
-// IsUnauthorized reports whether the account or token lacks permission for
+// isUnauthorized reports whether the account or token lacks permission for
 // the API (48001), for example sns/userinfo called with a snsapi_base token.
-func IsUnauthorized(err error) bool {
+func isUnauthorized(err error) bool {
 	return hasCode(err, CodeAPIUnauthorized)
 }
 
-// IsSystemBusy reports whether WeChat answered with its transient "system
+// isSystemBusy reports whether WeChat answered with its transient "system
 // error" (-1).
-func IsSystemBusy(err error) bool {
+func isSystemBusy(err error) bool {
 	return hasCode(err, CodeSystemBusy)
 }
 

@@ -25,21 +25,21 @@ func TestErrorText(t *testing.T) {
 
 func TestErrorHelpers(t *testing.T) {
 	helpers := map[string]func(error) bool{
-		"IsTokenInvalid":        IsTokenInvalid,
+		"isTokenInvalid":        isTokenInvalid,
 		"IsCodeInvalid":         IsCodeInvalid,
-		"IsRefreshTokenInvalid": IsRefreshTokenInvalid,
+		"isRefreshTokenInvalid": isRefreshTokenInvalid,
 		"IsRateLimited":         IsRateLimited,
 		"IsIPNotWhitelisted":    IsIPNotWhitelisted,
-		"IsUnauthorized":        IsUnauthorized,
-		"IsSystemBusy":          IsSystemBusy,
+		"isUnauthorized":        isUnauthorized,
+		"isSystemBusy":          isSystemBusy,
 	}
 	// Which helper (if any) claims each code.
 	want := map[int]string{
-		-1: "IsSystemBusy", 40001: "IsTokenInvalid", 40014: "IsTokenInvalid", 42001: "IsTokenInvalid",
+		-1: "isSystemBusy", 40001: "isTokenInvalid", 40014: "isTokenInvalid", 42001: "isTokenInvalid",
 		40029: "IsCodeInvalid", 40163: "IsCodeInvalid", 42003: "IsCodeInvalid",
-		40030: "IsRefreshTokenInvalid", 42002: "IsRefreshTokenInvalid", 42007: "IsRefreshTokenInvalid",
+		40030: "isRefreshTokenInvalid", 42002: "isRefreshTokenInvalid", 42007: "isRefreshTokenInvalid",
 		45009: "IsRateLimited", 45011: "IsRateLimited", 40164: "IsIPNotWhitelisted", 61004: "IsIPNotWhitelisted",
-		48001: "IsUnauthorized", 0: "", 40003: "", 40013: "", 40053: "",
+		48001: "isUnauthorized", 0: "", 40003: "", 40013: "", 40053: "",
 	}
 	for code, owner := range want {
 		base := &Error{Code: code, Msg: "m"}

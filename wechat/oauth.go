@@ -39,12 +39,12 @@ type OAuthApp struct {
 	AppID, AppSecret string
 	// Endpoint locates WeChat; zero fields mean DefaultEndpoint's.
 	Endpoint Endpoint
-	// HTTPClient performs the calls. Nil means a client with DefaultTimeout
-	// that does not follow redirects.
+	// HTTPClient performs the calls. Nil means a client with a 10-second
+	// timeout that does not follow redirects.
 	HTTPClient *http.Client
 }
 
-// OAuthToken is the answer of a code exchange or refresh.
+// OAuthToken is the answer of a code exchange.
 type OAuthToken struct {
 	// AccessToken authorizes sns/* calls about this user only. It is a
 	// credential, as is RefreshToken (valid 30 days).
@@ -108,7 +108,7 @@ func (a *OAuthApp) pageURL(path, redirectURI, scope, state string) (string, erro
 		return "", err
 	}
 	var b strings.Builder
-	b.WriteString(a.Endpoint.withDefaults().Open)
+	b.WriteString(a.Endpoint.withDefaults().Authorize)
 	b.WriteString(path)
 	b.WriteString("?appid=")
 	b.WriteString(url.QueryEscape(a.AppID))
@@ -182,10 +182,11 @@ func (a *OAuthApp) Exchange(ctx context.Context, code string) (*OAuthToken, erro
 	return a.tokenCall(ctx, "sns/oauth2/access_token", q)
 }
 
-// Refresh obtains a new access token with a refresh token
-// (sns/oauth2/refresh_token). IsRefreshTokenInvalid tells when the user
-// must authorize again.
-func (a *OAuthApp) Refresh(ctx context.Context, refreshToken string) (*OAuthToken, error) {
+// refresh obtains a new access token with a refresh token
+// (sns/oauth2/refresh_token). isRefreshTokenInvalid tells when the user
+// must authorize again. The login flow never refreshes tokens, so this stays
+// unexported until something needs it.
+func (a *OAuthApp) refresh(ctx context.Context, refreshToken string) (*OAuthToken, error) {
 	if err := checkOpaque("refresh token", refreshToken, maxOAuthTokenLen); err != nil {
 		return nil, err
 	}
@@ -237,7 +238,7 @@ type userInfoResponse struct {
 
 // UserInfo fetches the profile of the user an OAuth access token belongs to
 // (sns/userinfo). It needs a ScopeUserInfo or ScopeLogin token; with a
-// ScopeBase token WeChat refuses (IsUnauthorized).
+// ScopeBase token WeChat refuses with errcode 48001 (CodeAPIUnauthorized).
 func (a *OAuthApp) UserInfo(ctx context.Context, accessToken, openid string) (*UserInfo, error) {
 	if err := checkOpaque("access token", accessToken, maxOAuthTokenLen); err != nil {
 		return nil, err
@@ -271,10 +272,11 @@ func (a *OAuthApp) UserInfo(ctx context.Context, accessToken, openid string) (*U
 	}, nil
 }
 
-// CheckToken asks WeChat whether an OAuth access token is still valid for
+// checkToken asks WeChat whether an OAuth access token is still valid for
 // openid (sns/auth). It returns nil when it is, and otherwise the error
-// WeChat gave (for example errcode 40003 or 42001).
-func (a *OAuthApp) CheckToken(ctx context.Context, accessToken, openid string) error {
+// WeChat gave (for example errcode 40003 or 42001). Like refresh, it stays
+// unexported until something needs it.
+func (a *OAuthApp) checkToken(ctx context.Context, accessToken, openid string) error {
 	if err := checkOpaque("access token", accessToken, maxOAuthTokenLen); err != nil {
 		return err
 	}

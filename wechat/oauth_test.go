@@ -50,7 +50,7 @@ func TestAuthorizeURLExact(t *testing.T) {
 		}
 	}
 
-	custom := &wechat.OAuthApp{AppID: "wxA", Endpoint: wechat.Endpoint{Open: "http://127.0.0.1:9/"}}
+	custom := &wechat.OAuthApp{AppID: "wxA", Endpoint: wechat.Endpoint{Authorize: "http://127.0.0.1:9/"}}
 	got, err := custom.AuthorizeURL("https://a.test/cb", wechat.ScopeBase, "s")
 	if want := "http://127.0.0.1:9/connect/oauth2/authorize?appid=wxA&redirect_uri=https%3A%2F%2Fa.test%2Fcb&response_type=code&scope=snsapi_base&state=s#wechat_redirect"; err != nil || got != want {
 		t.Errorf("custom endpoint: got %q, %v; want %q", got, err, want)

@@ -297,7 +297,7 @@ func (v *PushVerifier) open(body []byte, p map[string]string) (plain []byte, rep
 	if err != nil {
 		return nil, nil, &PushError{Status: http.StatusBadRequest, Kind: "malformed", Reason: "malformed encrypted push", Err: err}
 	}
-	plain, reply, err = v.Crypter.DecryptForReply(p["msg_signature"], p["timestamp"], p["nonce"], env.Encrypt)
+	plain, reply, err = v.Crypter.decryptForReply(p["msg_signature"], p["timestamp"], p["nonce"], env.Encrypt)
 	switch {
 	case errors.Is(err, ErrSignatureMismatch):
 		return nil, nil, &PushError{Status: http.StatusForbidden, Kind: "signature", Reason: "bad msg_signature", Err: err}

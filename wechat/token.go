@@ -34,8 +34,8 @@ type TokenSourceFunc func(ctx context.Context) (Token, error)
 // Token calls f.
 func (f TokenSourceFunc) Token(ctx context.Context) (Token, error) { return f(ctx) }
 
-// tokenResponse is the answer of cgi-bin/token, cgi-bin/stable_token and of a
-// remote token service.
+// tokenResponse is the answer of cgi-bin/stable_token and of a remote token
+// service.
 type tokenResponse struct {
 	apiStatus
 	AccessToken string `json:"access_token"`
@@ -74,7 +74,7 @@ func checkCredentials(appID, secret string) error {
 // disturb tokens obtained from cgi-bin/token. It never forces a refresh:
 // WeChat allows only 20 a day. The secret travels in the POST body, not the
 // URL. Every call goes to WeChat; wrap it in ReuseTokenSource. A nil hc means
-// a client with DefaultTimeout.
+// a client with a 10-second timeout that does not follow redirects.
 func StableTokenSource(appID, secret string, ep Endpoint, hc *http.Client) TokenSource {
 	const path = "cgi-bin/stable_token"
 	return TokenSourceFunc(func(ctx context.Context) (Token, error) {
@@ -97,34 +97,12 @@ func StableTokenSource(appID, secret string, ep Endpoint, hc *http.Client) Token
 	})
 }
 
-// ClassicTokenSource fetches tokens from cgi-bin/token. Each call there
-// issues a new token and retires the previous one five minutes later, so
-// only one process per app may use it (a central token service); everyone
-// else should use RemoteTokenSource or StableTokenSource. Every call goes to
-// WeChat; wrap it in ReuseTokenSource. A nil hc means a client with
-// DefaultTimeout.
-func ClassicTokenSource(appID, secret string, ep Endpoint, hc *http.Client) TokenSource {
-	const path = "cgi-bin/token"
-	return TokenSourceFunc(func(ctx context.Context) (Token, error) {
-		if err := checkCredentials(appID, secret); err != nil {
-			return Token{}, err
-		}
-		q := url.Values{}
-		q.Set("grant_type", "client_credential")
-		q.Set("appid", appID)
-		q.Set("secret", secret)
-		var resp tokenResponse
-		start := time.Now()
-		req := newAPIRequest(http.MethodGet, ep.withDefaults().API, path, q, nil)
-		if err := doJSON(ctx, httpClientOrDefault(hc), req, &resp); err != nil {
-			return Token{}, err
-		}
-		return resp.toToken(path, start)
-	})
-}
-
-// RemoteTokenSource fetches tokens from a company's central token service,
-// the arrangement WeChat recommends when cgi-bin/token is used.
+// RemoteTokenSource fetches tokens from a company's central token service.
+// It is the supported choice for an account whose token is already managed
+// by such a service: one process fetches tokens from cgi-bin/token, where
+// each new token retires the previous one, and everything else asks that
+// process. Wrapped in ReuseTokenSource, it goes into Client.Tokens, and the
+// Client then needs no AppSecret.
 //
 // The service's contract: GET serviceURL answers HTTP 200 with the JSON
 // object {"access_token":"...","expires_in":N}, where N is the token's
@@ -134,7 +112,7 @@ func ClassicTokenSource(appID, secret string, ep Endpoint, hc *http.Client) Toke
 // hc (a Transport that adds a header, or mutual TLS), or with credentials in
 // the URL (user info or query); error text names only the service's host and
 // path. Every call goes to the service; wrap it in ReuseTokenSource. A nil hc
-// means a client with DefaultTimeout.
+// means a client with a 10-second timeout that does not follow redirects.
 func RemoteTokenSource(serviceURL string, hc *http.Client) TokenSource {
 	return TokenSourceFunc(func(ctx context.Context) (Token, error) {
 		u, err := url.Parse(serviceURL)
@@ -154,9 +132,9 @@ func RemoteTokenSource(serviceURL string, hc *http.Client) TokenSource {
 	})
 }
 
-// DefaultEarly is how long before expiry ReuseTokenSource replaces a token
+// defaultEarly is how long before expiry ReuseTokenSource replaces a token
 // when it is given no other margin.
-const DefaultEarly = time.Minute
+const defaultEarly = time.Minute
 
 // fetchTimeout bounds one upstream fetch shared by many callers. It is
 // independent of any single caller's context, so one impatient caller does
@@ -185,14 +163,14 @@ type cacheEntry struct {
 
 // ReuseTokenSource returns a cache over src. A cached token is served until
 // early before its ExpiresAt (at most half its lifetime early, so short-lived
-// tokens are still reused); early <= 0 means DefaultEarly. Concurrent callers
+// tokens are still reused); early <= 0 means one minute. Concurrent callers
 // on a cold or stale cache share a single fetch, and share its failure too;
 // a failure is not cached, so the next call tries again. If an early refresh
 // fails while the cached token has not yet expired, that token is served
 // instead. A token without an ExpiresAt is kept until invalidated.
 func ReuseTokenSource(src TokenSource, early time.Duration) *TokenCache {
 	if early <= 0 {
-		early = DefaultEarly
+		early = defaultEarly
 	}
 	return &TokenCache{src: src, early: early}
 }

@@ -351,23 +351,6 @@ func TestStableTokenSourceRequest(t *testing.T) {
 	}
 }
 
-func TestClassicTokenSourceRequest(t *testing.T) {
-	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		if r.Method != http.MethodGet || r.URL.Path != "/cgi-bin/token" ||
-			q.Get("grant_type") != "client_credential" || q.Get("appid") != testAppID || q.Get("secret") != testSecret {
-			t.Errorf("request %s %s", r.Method, r.URL.Path)
-		}
-		fmt.Fprint(w, `{"access_token":"classic","expires_in":7200}`)
-	}))
-	defer srv.Close()
-	tok, err := wechat.ClassicTokenSource(testAppID, testSecret, wechat.Endpoint{API: srv.URL}, nil).Token(context.Background())
-	if err != nil || tok.Value != "classic" {
-		t.Fatalf("Token = %+v, %v", tok, err)
-	}
-}
-
 func TestRemoteTokenSource(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -422,7 +405,7 @@ func TestTokenSourceLocalValidation(t *testing.T) {
 	}{
 		{"stable, no app ID", wechat.StableTokenSource("", testSecret, ep, nil)},
 		{"stable, no secret", wechat.StableTokenSource(testAppID, "", ep, nil)},
-		{"classic, secret with newline", wechat.ClassicTokenSource(testAppID, testSecret+"\n", ep, nil)},
+		{"stable, secret with newline", wechat.StableTokenSource(testAppID, testSecret+"\n", ep, nil)},
 		{"remote, relative URL", wechat.RemoteTokenSource("/token?key="+testSecret, nil)},
 		{"remote, bad scheme", wechat.RemoteTokenSource("ftp://x/"+testSecret, nil)},
 	}

@@ -553,7 +553,7 @@ func (p *Platform) now() time.Time {
 // Endpoint returns the base URLs a WeChat client should use to talk to this
 // platform. All three are Config.BaseURL; they are empty when it is.
 func (p *Platform) Endpoint() wechat.Endpoint {
-	return wechat.Endpoint{API: p.base, Open: p.base, MP: p.base}
+	return wechat.Endpoint{API: p.base, Authorize: p.base, MP: p.base}
 }
 
 // baseURL returns the public root URL for links in a response to r.

@@ -123,7 +123,7 @@ func testMountedUnderPrefix(t *testing.T, pathOnly bool) {
 	if err := p.AddApp(App{AppID: oaID, AppSecret: oaSecret, Token: oaToken, OriginalID: oaGH, CallbackURL: cb.URL}); err != nil {
 		t.Fatal(err)
 	}
-	if want := strings.TrimSuffix(cfgBase, "/"); p.Endpoint() != (wechat.Endpoint{API: want, Open: want, MP: want}) {
+	if want := strings.TrimSuffix(cfgBase, "/"); p.Endpoint() != (wechat.Endpoint{API: want, Authorize: want, MP: want}) {
 		t.Fatalf("endpoint %+v", p.Endpoint())
 	}
 

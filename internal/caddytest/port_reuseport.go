@@ -1,6 +1,6 @@
 //go:build linux || darwin
 
-package caddymodule
+package caddytest
 
 import (
 	"syscall"

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 )
 
@@ -141,6 +142,7 @@ type Handler struct {
 	revKey        string
 	sandbox       *sandbox
 	sandboxPrefix string
+	sandboxPage   loginpage.Sandbox // the login page's "Simulate scan" control
 }
 
 // CaddyModule returns the Caddy module information.
@@ -281,7 +283,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 	}{
 		{"app_id", h.AppID, &cfg.AppID},
 		{"app_secret", h.AppSecret, &cfg.AppSecret},
-		{"token", h.Token, &cfg.Token},
+		{"token", h.Token, &cfg.PushToken},
 		{"encoding_aes_key", h.EncodingAESKey, &cfg.EncodingAESKey},
 		{"open_app_id", h.OpenAppID, &cfg.OpenAppID},
 		{"open_app_secret", h.OpenAppSecret, &cfg.OpenAppSecret},
@@ -338,7 +340,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 var options = map[string]string{
 	"AppID":           "app_id",
 	"AppSecret":       "app_secret",
-	"Token":           "token",
+	"PushToken":       "token",
 	"EncodingAESKey":  "encoding_aes_key",
 	"Methods":         "methods",
 	"OAuthScope":      "scope",
@@ -402,8 +404,11 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if h.sandbox != nil && h.serveSandbox(w, r) {
-		return nil
+	if h.sandbox != nil {
+		if h.serveSandbox(w, r) {
+			return nil
+		}
+		r = r.WithContext(loginpage.WithSandbox(r.Context(), h.sandboxPage))
 	}
 	n := nextHandler{next: next, userID: h.UserID}
 	if !h.UseHandleErrors {

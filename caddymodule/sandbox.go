@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
@@ -55,7 +56,7 @@ func (h *Handler) sandboxConfig(cfg *middleware.Config) error {
 	if prefix == "" {
 		prefix = "/wechat"
 	}
-	cfg.AppID, cfg.AppSecret, cfg.Token, cfg.EncodingAESKey = sandboxAppID, sandboxSecret, sandboxToken, sandboxAESKey
+	cfg.AppID, cfg.AppSecret, cfg.PushToken, cfg.EncodingAESKey = sandboxAppID, sandboxSecret, sandboxToken, sandboxAESKey
 	if h.OpenAppID == "" && h.OpenAppSecret == "" {
 		cfg.OpenAppID, cfg.OpenAppSecret = sandboxOpenAppID, sandboxOpenSecret
 	}
@@ -72,9 +73,9 @@ func (h *Handler) useSandbox(cfg *middleware.Config, sb *sandbox) {
 		cfg.SessionKeys = [][]byte{sb.sessionKey}
 	}
 	cfg.HTTPClient = &http.Client{Transport: handlerTransport{sb.platform}, Timeout: 10 * time.Second}
-	cfg.SandboxScanURL = h.sandboxPrefix + "/scan"
+	h.sandboxPage = loginpage.Sandbox{ScanURL: h.sandboxPrefix + "/scan"}
 	for _, u := range sb.platform.Users() {
-		cfg.SandboxUsers = append(cfg.SandboxUsers, u.Name)
+		h.sandboxPage.Users = append(h.sandboxPage.Users, u.Name)
 	}
 	h.sandbox = sb
 }

@@ -26,9 +26,9 @@ type Config struct {
 	AppID     string
 	AppSecret string
 
-	// Token is the push token configured on the Official Account's server
-	// settings page; WeChat signs every push with it. Required.
-	Token string
+	// PushToken is the token configured on the Official Account's server
+	// settings page (令牌 Token); WeChat signs every push with it. Required.
+	PushToken string
 
 	// EncodingAESKey is the 43-character message encryption key. When it is
 	// set, pushes must arrive encrypted (WeChat's safe or compatible mode)
@@ -223,12 +223,6 @@ type Config struct {
 	// instances), otherwise in process.
 	Notifier Notifier
 
-	// SandboxScanURL, when set, adds a "Simulate scan" control to the login
-	// page that POSTs the QR code's content URL and one of SandboxUsers to
-	// this URL. Only the sandbox (a fake WeChat) sets it.
-	SandboxScanURL string
-	SandboxUsers   []string
-
 	// Metrics receives the middleware's events (logins, pushes, limits,
 	// calls to WeChat). Default: discarded. The Caddy module passes
 	// Prometheus collectors.
@@ -325,11 +319,11 @@ func (c Config) prepare() (Config, parts, error) {
 	if c.AppSecret == "" && c.TokenSource == nil {
 		return c, p, fieldError("AppSecret", "is required (or a TokenSource)")
 	}
-	if c.Token == "" {
-		return c, p, fieldError("Token", "is required (the push token from the Official Account's server settings)")
+	if c.PushToken == "" {
+		return c, p, fieldError("PushToken", "is required (the push token from the Official Account's server settings)")
 	}
-	if !validPushToken(c.Token) {
-		return c, p, fieldError("Token", "must be 3 to 32 letters and digits, as WeChat's server settings page requires")
+	if !validPushToken(c.PushToken) {
+		return c, p, fieldError("PushToken", "must be 3 to 32 letters and digits, as WeChat's server settings page requires")
 	}
 	var err error
 	if p.crypter, err = c.crypter(); err != nil {
@@ -435,7 +429,7 @@ func (c *Config) crypter() (*wechat.Crypter, error) {
 			return nil, elementError("PreviousEncodingAESKeys", i, "%s", reason)
 		}
 	}
-	cr, err := wechat.NewCrypter(c.Token, c.EncodingAESKey, c.AppID, c.PreviousEncodingAESKeys...)
+	cr, err := wechat.NewCrypter(c.PushToken, c.EncodingAESKey, c.AppID, c.PreviousEncodingAESKeys...)
 	if err != nil {
 		return nil, fieldError("EncodingAESKey", "is not usable (%v)", err)
 	}
@@ -448,7 +442,7 @@ func (c *Config) aesKeyProblem(key string) string {
 	if len(key) != encodingAESKeyLen {
 		return fmt.Sprintf("must be %d characters, got %d", encodingAESKeyLen, len(key))
 	}
-	if _, err := wechat.NewCrypter(c.Token, key, c.AppID); err != nil {
+	if _, err := wechat.NewCrypter(c.PushToken, key, c.AppID); err != nil {
 		return fmt.Sprintf("is not a valid key (%v)", err)
 	}
 	return ""

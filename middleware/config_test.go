@@ -11,7 +11,7 @@ func validConfig() Config {
 	return Config{
 		AppID:       testAppID,
 		AppSecret:   testSecret,
-		Token:       testToken,
+		PushToken:   testToken,
 		SessionKeys: [][]byte{testSessionKey},
 	}
 }
@@ -39,9 +39,9 @@ func TestConfigValidation(t *testing.T) {
 		}, "", -1, ""},
 		{"no AppID", func(c *Config) { c.AppID = "" }, "AppID", -1, "AppID is required"},
 		{"no AppSecret", func(c *Config) { c.AppSecret = "" }, "AppSecret", -1, "AppSecret is required"},
-		{"no Token", func(c *Config) { c.Token = "" }, "Token", -1, "Token is required"},
-		{"short Token", func(c *Config) { c.Token = "ab" }, "Token", -1, "Token must be 3 to 32 letters and digits"},
-		{"Token with symbols", func(c *Config) { c.Token = "tok-en!" }, "Token", -1, "Token must be 3 to 32 letters and digits"},
+		{"no PushToken", func(c *Config) { c.PushToken = "" }, "PushToken", -1, "Token is required"},
+		{"short PushToken", func(c *Config) { c.PushToken = "ab" }, "PushToken", -1, "Token must be 3 to 32 letters and digits"},
+		{"PushToken with symbols", func(c *Config) { c.PushToken = "tok-en!" }, "PushToken", -1, "Token must be 3 to 32 letters and digits"},
 		{"no SessionKeys", func(c *Config) { c.SessionKeys = nil }, "SessionKeys", -1, "SessionKeys needs at least one key"},
 		{"short session key", func(c *Config) { c.SessionKeys = [][]byte{testSessionKey, []byte("short")} }, "SessionKeys", 1, "SessionKeys[1] is 5 bytes"},
 		{"repeated session key", func(c *Config) { c.SessionKeys = [][]byte{testSessionKey, otherKey, testSessionKey} }, "SessionKeys", 2, "SessionKeys[2] repeats an earlier key"},
@@ -126,7 +126,7 @@ func TestConfigErrorText(t *testing.T) {
 		err  ConfigError
 		want string
 	}{
-		{ConfigError{Field: "Token", Index: -1, Reason: "is required"}, "middleware: Token is required"},
+		{ConfigError{Field: "PushToken", Index: -1, Reason: "is required"}, "middleware: PushToken is required"},
 		{ConfigError{Field: "SessionKeys", Index: 0, Reason: "is 5 bytes, need at least 32"}, "middleware: SessionKeys[0] is 5 bytes, need at least 32"},
 	} {
 		if got := tc.err.Error(); got != tc.want {

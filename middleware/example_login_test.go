@@ -27,7 +27,7 @@ func Example_qrLogin() {
 	defer fake.Close()
 
 	mw, err := middleware.New(middleware.Config{
-		AppID: appID, AppSecret: secret, Token: token, EncodingAESKey: aesKey,
+		AppID: appID, AppSecret: secret, PushToken: token, EncodingAESKey: aesKey,
 		SessionKeys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")},
 		Endpoint:    fake.Endpoint(),
 	})

@@ -15,7 +15,7 @@ func Example() {
 	mw, err := middleware.New(middleware.Config{
 		AppID:          os.Getenv("WECHAT_APP_ID"),
 		AppSecret:      os.Getenv("WECHAT_APP_SECRET"),
-		Token:          os.Getenv("WECHAT_TOKEN"),
+		PushToken:      os.Getenv("WECHAT_TOKEN"),
 		EncodingAESKey: os.Getenv("WECHAT_ENCODING_AES_KEY"),
 		SessionKeys:    [][]byte{[]byte(os.Getenv("WECHAT_SESSION_KEY"))},
 		SiteName:       "Example",

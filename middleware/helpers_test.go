@@ -51,7 +51,7 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 	cfg := Config{
 		AppID:       testAppID,
 		AppSecret:   testSecret,
-		Token:       testToken,
+		PushToken:   testToken,
 		SessionKeys: [][]byte{testSessionKey},
 		Endpoint:    fake.Endpoint(),
 		SiteName:    "Example",

@@ -9,7 +9,7 @@ import (
 // BenchmarkOAuthStart measures what a WeChat browser costs the site before
 // it leaves for WeChat: a state stored, a sealed binding cookie, a redirect.
 func BenchmarkOAuthStart(b *testing.B) {
-	mw, err := New(Config{AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey}})
+	mw, err := New(Config{AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func BenchmarkOAuthStart(b *testing.B) {
 // BenchmarkOAuthCallbackRefused measures the cheapest refusal, a callback
 // whose state this browser does not hold: no WeChat call, one store read.
 func BenchmarkOAuthCallbackRefused(b *testing.B) {
-	mw, err := New(Config{AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey}})
+	mw, err := New(Config{AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,9 +53,9 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 		LogoURL:  m.cfg.LogoURL,
 		Prefix:   m.cfg.Prefix,
 		Next:     next,
-
-		SandboxScanURL: m.cfg.SandboxScanURL,
-		SandboxUsers:   m.cfg.SandboxUsers,
+	}
+	if sb, ok := loginpage.SandboxFrom(r.Context()); ok {
+		l.SandboxScanURL, l.SandboxUsers = sb.ScanURL, sb.Users
 	}
 	if m.cfg.enabled(MethodOpen) {
 		l.OpenURL = m.cfg.Prefix + "/oauth/start?method=open&next=" + url.QueryEscape(next)

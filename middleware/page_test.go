@@ -16,12 +16,16 @@ import (
 
 // pageFor serves GET target from a middleware configured by cfg (on top
 // of a valid minimal configuration), with the given request headers.
+// sandboxHeader makes pageFor serve the request as the Caddy module's
+// sandbox does, with these comma-separated test users.
+const sandboxHeader = "Test-Sandbox-Users"
+
 func pageFor(t *testing.T, cfg func(*Config), target string, hdr ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	c := Config{
 		AppID:       testAppID,
 		AppSecret:   testSecret,
-		Token:       testToken,
+		PushToken:   testToken,
 		SessionKeys: [][]byte{testSessionKey},
 		SiteName:    "Example",
 	}
@@ -37,6 +41,11 @@ func pageFor(t *testing.T, cfg func(*Config), target string, hdr ...string) *htt
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	if req.Header.Get(sandboxHeader) != "" {
+		req = req.WithContext(loginpage.WithSandbox(req.Context(), loginpage.Sandbox{
+			ScanURL: "/wechat/sandbox/scan", Users: strings.Split(req.Header.Get(sandboxHeader), ","),
+		}))
+	}
 	rec := httptest.NewRecorder()
 	mw.Handler(http.NotFoundHandler()).ServeHTTP(rec, req)
 	return rec
@@ -50,9 +59,8 @@ var (
 // TestLoginPageCSP: a strict policy with a fresh nonce per response, carried
 // by every script and style element, and nothing that loads from elsewhere.
 func TestLoginPageCSP(t *testing.T) {
-	sandbox := func(c *Config) { c.SandboxScanURL = "/wechat/sandbox/scan"; c.SandboxUsers = []string{"alice"} }
-	first := pageFor(t, sandbox, "/wechat/login?next=/a")
-	second := pageFor(t, sandbox, "/wechat/login?next=/a")
+	first := pageFor(t, nil, "/wechat/login?next=/a", sandboxHeader, "alice")
+	second := pageFor(t, nil, "/wechat/login?next=/a", sandboxHeader, "alice")
 	if first.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", first.Code, first.Body)
 	}
@@ -178,8 +186,8 @@ func TestLoginPageContent(t *testing.T) {
 		},
 	}, {
 		name:   "sandbox controls",
-		cfg:    func(c *Config) { c.SandboxScanURL = "/wechat/sandbox/scan"; c.SandboxUsers = []string{"alice", "bob"} },
 		target: "/wechat/login",
+		hdr:    []string{sandboxHeader, "alice,bob"},
 		want:   []string{`id="wl-sandbox"`, "<option>alice</option><option>bob</option>", "Simulate scan"},
 		check: func(t *testing.T, c loginpage.ScriptConfig) {
 			if c.Sandbox != "/wechat/sandbox/scan" {
@@ -229,7 +237,7 @@ func TestLoginPageContent(t *testing.T) {
 }
 
 func TestLoginPageHEAD(t *testing.T) {
-	c := Config{AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey}}
+	c := Config{AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey}}
 	mw, err := New(c)
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +268,7 @@ func TestLoginTemplate(t *testing.T) {
 		t.Errorf("script data %+v", c)
 	}
 
-	_, err := New(Config{AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey},
+	_, err := New(Config{AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey},
 		LoginTemplate: "{{.Broken"})
 	if err == nil || !strings.Contains(err.Error(), "LoginTemplate") {
 		t.Fatalf("a broken template: %v", err)
@@ -274,7 +282,7 @@ func TestLoginTemplate(t *testing.T) {
 }
 
 func TestForbiddenPage(t *testing.T) {
-	c := Config{AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey}}
+	c := Config{AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey}}
 	mw, err := New(c)
 	if err != nil {
 		t.Fatal(err)

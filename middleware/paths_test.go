@@ -126,7 +126,7 @@ func TestPublicPathsBehindFileServer(t *testing.T) {
 		}
 	}
 	mw, err := New(Config{
-		AppID: testAppID, AppSecret: testSecret, Token: testToken,
+		AppID: testAppID, AppSecret: testSecret, PushToken: testToken,
 		SessionKeys: [][]byte{testSessionKey},
 		PublicPaths: []string{"/static/", "/healthz"},
 	})

@@ -170,7 +170,7 @@ func TestPlaintextPushesWarnAtStart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.WarnLevel)
 			m, err := New(Config{
-				AppID: testAppID, AppSecret: testSecret, Token: testToken, SessionKeys: [][]byte{testSessionKey},
+				AppID: testAppID, AppSecret: testSecret, PushToken: testToken, SessionKeys: [][]byte{testSessionKey},
 				EncodingAESKey: tc.aesKey, AllowPlaintextPushes: tc.allowPlain, Logger: zap.New(core),
 			})
 			if err != nil {

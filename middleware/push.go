@@ -42,7 +42,7 @@ func (m *Middleware) handleCallback(w http.ResponseWriter, r *http.Request, next
 // pushVerifier checks requests against the account's configuration.
 func (m *Middleware) pushVerifier() *wechat.PushVerifier {
 	return &wechat.PushVerifier{
-		Token:          m.cfg.Token,
+		Token:          m.cfg.PushToken,
 		Crypter:        m.crypter,
 		AllowPlaintext: m.cfg.AllowPlaintextPushes,
 		MaxAge:         m.cfg.PushMaxAge,

@@ -13,6 +13,7 @@ package loginpage
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
@@ -110,8 +111,32 @@ type Login struct {
 	// when it manages to open a popup). Empty when the method is off.
 	OpenURL string
 
+	// SandboxScanURL and SandboxUsers add the sandbox's "Simulate scan"
+	// control; they come from the request's context (WithSandbox).
 	SandboxScanURL string
 	SandboxUsers   []string
+}
+
+// Sandbox is the "Simulate scan" control of the Caddy module's sandbox: the
+// URL that makes the fake phone scan, and the test users to scan as.
+type Sandbox struct {
+	ScanURL string
+	Users   []string
+}
+
+type sandboxKey struct{}
+
+// WithSandbox returns ctx carrying the sandbox's control for the login page.
+// Only this module's sandbox sets it (this package is internal), so no
+// configuration of a real site can put a fake-scan button on its page.
+func WithSandbox(ctx context.Context, sb Sandbox) context.Context {
+	return context.WithValue(ctx, sandboxKey{}, sb)
+}
+
+// SandboxFrom returns the sandbox control ctx carries, if any.
+func SandboxFrom(ctx context.Context) (Sandbox, bool) {
+	sb, ok := ctx.Value(sandboxKey{}).(Sandbox)
+	return sb, ok
 }
 
 // Page is what the login page template receives, the built-in one and a

@@ -21,7 +21,7 @@ func Example() {
 	mw, err := middleware.New(middleware.Config{
 		AppID:       "wx0123456789abcdef",
 		AppSecret:   "the-app-secret",
-		Token:       "pushtoken",
+		PushToken:   "pushtoken",
 		SessionKeys: [][]byte{[]byte("at-least-32-bytes-of-secret-randomness")},
 		Store:       st,
 	})

@@ -38,6 +38,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/oauthflow"
 	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
 	"github.com/wechat-login/caddy-wechat-login/internal/redirect"
 	"github.com/wechat-login/caddy-wechat-login/internal/session"
@@ -64,9 +65,8 @@ type Middleware struct {
 	notifier       Notifier
 	redirects      redirect.Policy
 	qrLimiter      *ratelimit.Limiter
-	// oauthLimiter bounds how many OAuth flows one address may start: each
-	// start writes a state to the store.
-	oauthLimiter *ratelimit.Limiter
+	// oauth runs the OAuth login flows (internal/oauthflow).
+	oauth *oauthflow.Flows
 	// qrCeiling bounds QR creation by this instance, whatever the address.
 	qrCeiling *ratelimit.Limiter
 	waiters   *waiters
@@ -111,7 +111,6 @@ func New(cfg Config) (*Middleware, error) {
 		Tokens:     cfg.TokenSource,
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
-	m.oauthLimiter = ratelimit.New(oauthStartsPerMinute/60, oauthStartBurst, ratelimit.WithClock(cfg.Now))
 	m.qrCeiling = ratelimit.New(float64(cfg.QRCeiling)/60, cfg.QRCeiling, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1))
 	m.waiters = &waiters{max: cfg.MaxWaiting}
 	m.store = cfg.Store
@@ -135,6 +134,7 @@ func New(cfg Config) (*Middleware, error) {
 		_ = m.Close()
 		return nil, err
 	}
+	m.oauth = m.newOAuthFlows()
 	return m, nil
 }
 
@@ -255,9 +255,9 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 	case "/auth":
 		m.handleAuth(w, r)
 	case "/oauth/start":
-		m.handleOAuthStart(w, r)
+		m.oauth.Start(w, r)
 	case "/oauth/callback":
-		m.handleOAuthCallback(w, r)
+		m.oauth.Callback(w, r)
 	case "/logout":
 		m.csrf.Handler(http.HandlerFunc(m.handleLogout)).ServeHTTP(w, r)
 	default:
@@ -292,7 +292,7 @@ func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) *Ac
 	if !wantsHTML(r) {
 		return &AccessError{Status: http.StatusUnauthorized, LoginURL: login}
 	}
-	if next, ok := m.redirects.Next([]string{back}); ok && m.oauthAutoRedirect(w, r, next) {
+	if next, ok := m.redirects.Next([]string{back}); ok && m.oauth.AutoStart(w, r, next) {
 		return nil
 	}
 	w.Header().Set("Cache-Control", "no-store")

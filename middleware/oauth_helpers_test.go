@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/oauthflow"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
 
@@ -168,6 +169,6 @@ func parsePopupPage(t *testing.T, resp response) popupPage {
 
 // storedOAuth reports whether a pending state is in the store.
 func (e *testEnv) storedOAuth(state string) bool {
-	_, err := e.mw.store.Get(context.Background(), oauthKey(state))
+	_, err := e.mw.store.Get(context.Background(), oauthflow.StateKey(state))
 	return err == nil
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/oauthflow"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
@@ -40,7 +41,7 @@ func TestOAuthInWeChat(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(state) || !env.storedOAuth(state) {
 		t.Fatalf("state %q (stored %v)", state, env.storedOAuth(state))
 	}
-	if c := b.cookie(oauthCookie); c == nil || strings.Contains(c.Value, state) {
+	if c := b.cookie(oauthflow.Cookie); c == nil || strings.Contains(c.Value, state) {
 		t.Fatalf("binding cookie %v must exist and be sealed", c)
 	}
 
@@ -159,7 +160,7 @@ func TestOAuthAutoRedirect(t *testing.T) {
 			}
 			if tt.wantWeChat {
 				state := stateOf(t, loc)
-				rec, err := env.mw.store.Get(context.Background(), oauthKey(state))
+				rec, err := env.mw.store.Get(context.Background(), oauthflow.StateKey(state))
 				if err != nil || !strings.Contains(string(rec), `"next":"/p"`) {
 					t.Fatalf("state record %s %v", rec, err)
 				}
@@ -175,14 +176,14 @@ func TestOAuthAutoRedirect(t *testing.T) {
 func TestOAuthAutoRedirectLoopGuard(t *testing.T) {
 	env := newOAuthEnv(t, "alice")
 	b := env.browser()
-	for i := range autoStartLimit {
+	for i := range oauthflow.AutoStartLimit {
 		if resp := b.get("/p", wechatUA); !strings.HasPrefix(resp.Header.Get("Location"), env.fake.URL) {
 			t.Fatalf("start %d: %d %q", i, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
 	resp := b.get("/p", wechatUA)
 	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "/wechat/login?next=") {
-		t.Fatalf("after %d automatic starts: %d to %q", autoStartLimit, resp.StatusCode, loc)
+		t.Fatalf("after %d automatic starts: %d to %q", oauthflow.AutoStartLimit, resp.StatusCode, loc)
 	}
 	if page := b.get(resp.Header.Get("Location"), wechatUA); page.StatusCode != http.StatusOK {
 		t.Fatalf("login page %d", page.StatusCode)
@@ -294,7 +295,7 @@ func TestOAuthRefreshCallback(t *testing.T) {
 		}
 	}
 	// Logged in but the binding cookie gone (aged out): still on to next.
-	b.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthCookie, Value: "", Path: "/", MaxAge: -1}})
+	b.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthflow.Cookie, Value: "", Path: "/", MaxAge: -1}})
 	if resp := b.fetch(callback, nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/p" {
 		t.Fatalf("reload without binding: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -440,13 +441,13 @@ func TestOAuthLostCookie(t *testing.T) {
 	b := env.browser()
 	callback := b.approve(b.startOAuth("/p", wechatUA))
 	forget := func() {
-		b.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthCookie, Value: "", Path: "/", MaxAge: -1}})
+		b.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthflow.Cookie, Value: "", Path: "/", MaxAge: -1}})
 	}
 	forget()
 	resp := b.fetch(callback, wechatUA)
 	again := resp.Header.Get("Location")
 	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(again, env.fake.URL+"/connect/oauth2/authorize?") ||
-		stateOf(t, again) == stateOf(t, callback) || b.cookie(oauthCookie) == nil {
+		stateOf(t, again) == stateOf(t, callback) || b.cookie(oauthflow.Cookie) == nil {
 		t.Fatalf("lost cookie: %d to %q", resp.StatusCode, again)
 	}
 	if n := env.fake.Calls(exchangePath); n != 0 {
@@ -466,9 +467,9 @@ func TestOAuthLostCookie(t *testing.T) {
 	// A browser that drops the cookie every time.
 	c := env.browser()
 	cb := c.approve(c.startOAuth("/p", wechatUA))
-	c.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthCookie, Value: "", Path: "/", MaxAge: -1}})
+	c.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthflow.Cookie, Value: "", Path: "/", MaxAge: -1}})
 	cb2 := c.approve(c.fetch(cb, wechatUA).Header.Get("Location"))
-	c.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthCookie, Value: "", Path: "/", MaxAge: -1}})
+	c.client.Jar.SetCookies(mustURL(t, env.srv.URL), []*http.Cookie{{Name: oauthflow.Cookie, Value: "", Path: "/", MaxAge: -1}})
 	page := c.fetch(cb2, wechatUA)
 	if page.StatusCode != http.StatusBadRequest || !strings.Contains(string(page.body), "cookies") ||
 		!strings.Contains(string(page.body), `href="/wechat/oauth/start?next=%2Fp"`) {
@@ -480,12 +481,12 @@ func TestOAuthLostCookie(t *testing.T) {
 }
 
 // TestOAuthSeveralTabs: flows started in several tabs of one browser each
-// complete, in any order; beyond maxOAuthFlows the oldest is forgotten.
+// complete, in any order; beyond oauthflow.MaxFlows the oldest is forgotten.
 func TestOAuthSeveralTabs(t *testing.T) {
 	env := newOAuthEnv(t, "alice")
 	b := env.browser()
 	var callbacks []string
-	for i := range maxOAuthFlows + 1 {
+	for i := range oauthflow.MaxFlows + 1 {
 		callbacks = append(callbacks, b.approve(b.startOAuth("/wechat/oauth/start?next=/t"+string(rune('0'+i)), nil)))
 	}
 	if resp := b.fetch(callbacks[0], nil); resp.StatusCode != http.StatusForbidden {
@@ -580,7 +581,7 @@ func TestOAuthStartOpenRedirects(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
 				t.Errorf("next=%q: %d to %q, want 400", p, resp.StatusCode, resp.Header.Get("Location"))
 			}
-			if b.cookie(oauthCookie) != nil {
+			if b.cookie(oauthflow.Cookie) != nil {
 				t.Errorf("next=%q: a state was bound", p)
 			}
 			if strings.Contains(string(resp.body), "evil") {

@@ -45,7 +45,7 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusFound)
 		return
 	}
-	if m.oauthAutoRedirect(w, r, next) {
+	if m.oauth.AutoStart(w, r, next) {
 		return
 	}
 	l := loginpage.Login{
@@ -68,21 +68,6 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 func (m *Middleware) serveForbidden(w http.ResponseWriter, r *http.Request) {
 	site := loginpage.Login{SiteName: defaultSiteName}
 	m.pageDone(w, m.page.Notice(w, r, http.StatusForbidden, site, loginpage.MsgForbidden))
-}
-
-// oauthPage renders the page for an OAuth flow that went wrong. When the
-// flow runs in a popup (rec.Popup), the page also reports the error to the
-// opener.
-func (m *Middleware) oauthPage(w http.ResponseWriter, r *http.Request, status int, msg loginpage.Message, retry string, rec *oauthRecord) {
-	o := loginpage.Outcome{Message: msg, RetryURL: retry, Popup: rec != nil && rec.Popup, Origin: m.origin(r)}
-	m.pageDone(w, m.page.Outcome(w, r, status, o))
-}
-
-// oauthPopupDone renders the page that ends a login in a popup: it tells
-// the opener, which goes on to next.
-func (m *Middleware) oauthPopupDone(w http.ResponseWriter, r *http.Request, next string) {
-	o := loginpage.Outcome{Message: loginpage.MsgSuccess, Next: next, Popup: true, Origin: m.origin(r)}
-	m.pageDone(w, m.page.Outcome(w, r, http.StatusOK, o))
 }
 
 // pageDone answers 500 for a page that could not be rendered, and so was

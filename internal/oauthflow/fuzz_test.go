@@ -1,4 +1,4 @@
-package middleware
+package oauthflow
 
 import (
 	"net/url"
@@ -29,7 +29,7 @@ func FuzzParseOAuthCallback(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		p, err := parseOAuthCallback(raw)
+		p, err := parseCallback(raw)
 		if err != nil {
 			return
 		}
@@ -37,10 +37,10 @@ func FuzzParseOAuthCallback(f *testing.F) {
 		if qerr != nil {
 			t.Fatalf("accepted a query url.ParseQuery refuses: %q", raw)
 		}
-		if !validOAuthState(p.State) || len(q["state"]) != 1 || q.Get("state") != p.State {
+		if !validState(p.State) || len(q["state"]) != 1 || q.Get("state") != p.State {
 			t.Fatalf("accepted state %q from %q", p.State, raw)
 		}
-		if p.HasCode != (len(q["code"]) == 1) || (p.HasCode && (!validOAuthCode(p.Code) || p.Code != q.Get("code"))) {
+		if p.HasCode != (len(q["code"]) == 1) || (p.HasCode && (!validCode(p.Code) || p.Code != q.Get("code"))) {
 			t.Fatalf("accepted code %q (has %v) from %q", p.Code, p.HasCode, raw)
 		}
 	})
@@ -57,7 +57,7 @@ func FuzzParseOAuthStart(f *testing.F) {
 		if err != nil {
 			return
 		}
-		method, popup, err := parseOAuthStart(q)
+		method, popup, err := parseStart(q)
 		if err != nil {
 			return
 		}

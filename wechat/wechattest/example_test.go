@@ -3,12 +3,14 @@ package wechattest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
@@ -84,4 +86,57 @@ func getJSON(u, body string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		panic(err)
 	}
+}
+
+// ExamplePlatform_SendText runs a subscription account, which WeChat gives
+// no parametric QR codes: a user follows it and sends it a message, and the
+// account's passive reply is what the chat shows.
+func ExamplePlatform_SendText() {
+	const appID, secret, token = "wx0123456789abcdef", "app-secret", "pushtoken"
+
+	// The account's server answers every text message.
+	account := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ev, err := wechat.ParseEvent(body)
+		if err != nil {
+			http.Error(w, "bad event", http.StatusBadRequest)
+			return
+		}
+		if ev.MsgType != "text" {
+			fmt.Println("pushed:", ev.MsgType, ev.Event)
+			_, _ = io.WriteString(w, "success")
+			return
+		}
+		fmt.Println("pushed:", ev.MsgType, ev.Content)
+		_, _ = w.Write(wechat.TextReply(ev.FromUserName, ev.ToUserName, "code "+ev.Content+" accepted", time.Now()))
+	}))
+	defer account.Close()
+
+	fake := wechattest.NewServer(wechattest.Config{})
+	defer fake.Close()
+	if err := fake.AddApp(wechattest.App{
+		AppID: appID, AppSecret: secret, Account: wechattest.SubscriptionAccount, Token: token,
+		OriginalID: "gh_0123456789ab", CallbackURL: account.URL,
+	}); err != nil {
+		panic(err)
+	}
+
+	ctx := context.Background()
+	if _, err := fake.SendText(ctx, appID, "alice", "123456"); errors.Is(err, wechattest.ErrNotFollowing) {
+		fmt.Println("alice must follow first")
+	}
+	if _, err := fake.Follow(ctx, appID, "alice"); err != nil {
+		panic(err)
+	}
+	reply, err := fake.SendText(ctx, appID, "alice", "123456")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("chat shows:", reply)
+
+	// Output:
+	// alice must follow first
+	// pushed: event subscribe
+	// pushed: text 123456
+	// chat shows: code 123456 accepted
 }

@@ -58,20 +58,6 @@ func (p *Platform) Calls(path string) int {
 	return p.calls[path]
 }
 
-// SetIPAllowed sets whether callers are on the apps' API IP allow-list.
-// When they are not, cgi-bin/token and cgi-bin/stable_token answer 40164.
-func (p *Platform) SetIPAllowed(allowed bool) {
-	p.knobMu.Lock()
-	defer p.knobMu.Unlock()
-	p.ipDenied = !allowed
-}
-
-func (p *Platform) ipAllowed() bool {
-	p.knobMu.Lock()
-	defer p.knobMu.Unlock()
-	return !p.ipDenied
-}
-
 // enter counts a call of path and takes its next queued fault, if any.
 func (p *Platform) enter(path string) (Fault, bool) {
 	p.knobMu.Lock()

@@ -39,6 +39,9 @@ func (p *Platform) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	tok, apiErr := p.checkToken(q.Get("access_token"), basicToken, stableToken)
+	if apiErr == nil && !p.accountOf(tok.appID).canReadFollowers() {
+		apiErr = errCode(48001)
+	}
 	if apiErr != nil {
 		writeAPIError(w, apiErr)
 		return

@@ -1,6 +1,7 @@
 package wechattest
 
 import (
+	"encoding/base64"
 	"net"
 	"net/http"
 	"net/netip"
@@ -40,6 +41,17 @@ type authRequest struct {
 	state    string
 	silent   bool // snsapi_base: no consent, no deny
 	snapshot bool // forceSnapShot=true
+	frame    *frameParams
+}
+
+// frameParams are the parameters of qrconnect's embedded mode, the iframe
+// that wxLogin.js builds (login_type=jssdk).
+type frameParams struct {
+	selfRedirect bool   // self_redirect=true: the frame itself goes to redirect_uri
+	style        string // "black" (default) or "white" text
+	href         string // custom CSS: an https URL or a data:text/css;base64 URL; "" for none
+	stylelite    bool
+	english      bool
 }
 
 // pageError is an error shown on an authorization page. code is WeChat's
@@ -65,6 +77,7 @@ var (
 	errPageState         = &pageError{"state", "该链接无法访问: state 参数错误 (state must be at most 128 letters and digits)"}
 	errPageQRRedirect    = &pageError{"redirect_uri", "redirect_uri 参数错误 (invalid redirect_uri)"}
 	errPageQRScope       = &pageError{"scope", "Scope 参数错误或没有 Scope 权限 (invalid scope or no permission)"}
+	errPageFollowTest    = &pageError{"10006", "必须关注此测试号 (the user must follow this test account)"}
 )
 
 // authorizeOrder is the order WeChat's authorize link must keep.
@@ -244,7 +257,24 @@ func checkRedirect(a *app, raw, pageHost string) (*url.URL, bool) {
 	return nil, false
 }
 
+// inWeChat reports whether r may open the in-WeChat authorization page:
+// it comes from WeChat's browser, whose User-Agent names MicroMessenger
+// (WeChat on every platform, and WeCom, which also does). A client that
+// does not present itself as a browser at all, with no "Mozilla/" in its
+// User-Agent, such as Go's http.Client or curl, is let through too, so that
+// tests driving the pages with a plain HTTP client play the phone's
+// browser; WeChat would refuse those as well.
+func inWeChat(r *http.Request) bool {
+	ua := strings.ToLower(r.Header.Get("User-Agent"))
+	return strings.Contains(ua, "micromessenger") || !strings.Contains(ua, "mozilla/")
+}
+
 func (p *Platform) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if !inWeChat(r) {
+		// WeChat's answer to any other browser, whatever the parameters.
+		renderPage(w, http.StatusOK, "wechatonly", nil)
+		return
+	}
 	vals, perr := checkAuthorizeQuery(r.URL.RawQuery)
 	if perr != nil {
 		p.renderError(w, perr)
@@ -274,6 +304,12 @@ func (p *Platform) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			p.renderError(w, errPageScope)
 			return
 		}
+	}
+	if !a.Account.canAuthorize() {
+		// Web authorization is for verified service accounts (and test
+		// accounts): the scopes exist, this account just lacks them.
+		p.renderError(w, errPageScope)
+		return
 	}
 	redirect, ok := checkRedirect(a, vals.Get("redirect_uri"), r.Host)
 	if !ok {
@@ -317,7 +353,41 @@ func (p *Platform) handleQRConnect(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, errPageQRRedirect)
 		return
 	}
-	p.authorize(w, r, &authRequest{app: a, redirect: redirect, scope: scope, state: vals.Get("state")})
+	req := &authRequest{app: a, redirect: redirect, scope: scope, state: vals.Get("state")}
+	if vals.Get("login_type") == "jssdk" {
+		req.frame = parseFrameParams(vals)
+	}
+	p.authorize(w, r, req)
+}
+
+// parseFrameParams reads the embedded mode's parameters. Like WeChat, it
+// ignores values it does not know rather than refusing the page.
+func parseFrameParams(vals url.Values) *frameParams {
+	f := &frameParams{
+		selfRedirect: vals.Get("self_redirect") == "true",
+		style:        "black",
+		stylelite:    vals.Get("stylelite") == "1",
+		english:      vals.Get("lang") == "en",
+	}
+	if vals.Get("style") == "white" {
+		f.style = "white"
+	}
+	if h := vals.Get("href"); !f.stylelite && validStyleHref(h) {
+		// The new UI (stylelite) ignores custom CSS.
+		f.href = h
+	}
+	return f
+}
+
+// validStyleHref reports whether href is custom CSS the embedded page
+// accepts: an https URL, or CSS inline as data:text/css;base64.
+func validStyleHref(href string) bool {
+	if b64, ok := strings.CutPrefix(href, "data:text/css;base64,"); ok {
+		_, err := base64.StdEncoding.DecodeString(b64)
+		return err == nil
+	}
+	u, err := url.Parse(href)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil
 }
 
 // authorize finishes a valid authorization request: at once as the
@@ -340,13 +410,31 @@ func (p *Platform) authorize(w http.ResponseWriter, r *http.Request, req *authRe
 		p.renderChoice(w, r, req)
 		return
 	}
-	code, ok := p.issueCode(req, user)
-	if !ok {
+	code, perr := p.issueCode(req, user)
+	switch {
+	case perr == errUnknownTestUser:
 		http.Error(w, "unknown test user", http.StatusBadRequest)
 		return
+	case perr != nil:
+		p.renderError(w, perr)
+		return
 	}
-	http.Redirect(w, r, withQuery(req.redirect, "code="+code+"&state="+url.QueryEscape(req.state)), http.StatusFound)
+	target := withQuery(req.redirect, "code="+code+"&state="+url.QueryEscape(req.state))
+	if r.Method == http.MethodGet && req.frame != nil && !req.frame.selfRedirect {
+		// Approved at once inside the frame, which must move the top
+		// window: only a script can, as WeChat's own page does.
+		renderTopRedirect(w, target)
+		return
+	}
+	// A POST from the embedded page was sent with the form target that
+	// self_redirect asks for, so this redirect already moves the right
+	// window.
+	http.Redirect(w, r, target, http.StatusFound)
 }
+
+// errUnknownTestUser is issueCode's answer for a user that does not exist,
+// which is the sandbox's problem rather than a WeChat error page.
+var errUnknownTestUser = &pageError{"user", "unknown test user"}
 
 // withQuery appends extra to u's query, as WeChat does with redirect_uri.
 func withQuery(u *url.URL, extra string) string {
@@ -359,7 +447,7 @@ func withQuery(u *url.URL, extra string) string {
 	return c.String()
 }
 
-func (p *Platform) issueCode(req *authRequest, user string) (string, bool) {
+func (p *Platform) issueCode(req *authRequest, user string) (string, *pageError) {
 	now := p.now()
 	ttl := oaCodeTTL
 	if req.app.Kind == WebsiteApp {
@@ -369,7 +457,10 @@ func (p *Platform) issueCode(req *authRequest, user string) (string, bool) {
 	defer p.mu.Unlock()
 	u := p.users[user]
 	if u == nil {
-		return "", false
+		return "", errUnknownTestUser
+	}
+	if req.app.Account == TestAccount && !p.peekFollowLocked(subject{req.app.AppID, user}).subscribed {
+		return "", errPageFollowTest
 	}
 	p.pruneLocked(now)
 	code := randString(32, alnum)
@@ -380,7 +471,7 @@ func (p *Platform) issueCode(req *authRequest, user string) (string, bool) {
 		snapshot: req.app.Kind == OfficialAccount && !req.silent && (u.Snapshot || req.snapshot),
 		expires:  now.Add(ttl),
 	}
-	return code, true
+	return code, nil
 }
 
 // SetOAuthUser makes authorization pages approve at once as the named user;

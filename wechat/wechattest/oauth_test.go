@@ -326,7 +326,7 @@ func TestQRConnect(t *testing.T) {
 
 	// wxLogin.js iframe URLs have no response_type and extra parameters.
 	s.SetOAuthUser("bob")
-	resp, _ = open(t, http.MethodGet, s.URL+"/connect/qrconnect?appid="+webID+"&scope=snsapi_login&redirect_uri="+r+"&state=&login_type=jssdk&self_redirect=default", nil)
+	resp, _ = open(t, http.MethodGet, s.URL+"/connect/qrconnect?appid="+webID+"&scope=snsapi_login&redirect_uri="+r+"&state=&login_type=jssdk&self_redirect=true", nil)
 	codeFrom(t, resp)
 
 	for name, q := range map[string]string{

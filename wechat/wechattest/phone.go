@@ -65,10 +65,16 @@ type Delivery struct {
 	ReplyXML []byte
 }
 
-// Scan makes userName's phone scan a parametric QR code and pushes the
-// resulting event to the app's callback. ref is a ticket, the QR code's url,
-// or a scene value (the newest ticket with that scene). appID may be empty
-// to take the ticket's app.
+// ServiceUnavailableNotice is what WeChat shows in the chat when the
+// account's server did not answer a push in time, or answered with
+// something WeChat cannot use.
+const ServiceUnavailableNotice = "该公众号暂时无法提供服务，请稍后再试"
+
+// Scan makes userName's phone scan a parametric QR code and, if the user
+// does not follow the account yet, tap "follow" on the account page that
+// opens; the resulting event is pushed to the app's callback. ref is a
+// ticket, the QR code's url, or a scene value (the newest ticket with that
+// scene). appID may be empty to take the ticket's app.
 //
 // A user who does not follow the account gets a subscribe event with
 // EventKey "qrscene_<scene>" and now follows it; a follower gets a SCAN
@@ -76,7 +82,23 @@ type Delivery struct {
 // tickets are an error and push nothing. A callback that fails is not an
 // error: the returned Delivery says what happened. The error is non-nil
 // with a Delivery only when ctx ends during the push.
+//
+// Scan is ScanWithoutFollowing followed by Follow, in one step.
 func (p *Platform) Scan(ctx context.Context, appID, ref, userName string) (*Delivery, error) {
+	return p.scan(ctx, appID, ref, userName, true)
+}
+
+// ScanWithoutFollowing makes userName's phone scan a parametric QR code
+// and stop there. For a follower it is Scan: WeChat pushes SCAN with the
+// bare scene. A user who does not follow sees the account's page and
+// nothing is pushed, as on WeChat: ScanWithoutFollowing returns a nil
+// Delivery and a nil error. If the user then follows (see Follow) from that
+// page, the subscribe event carries "qrscene_<scene>" and the Ticket.
+func (p *Platform) ScanWithoutFollowing(ctx context.Context, appID, ref, userName string) (*Delivery, error) {
+	return p.scan(ctx, appID, ref, userName, false)
+}
+
+func (p *Platform) scan(ctx context.Context, appID, ref, userName string, follow bool) (*Delivery, error) {
 	now := p.now()
 	p.mu.Lock()
 	if p.users[userName] == nil {
@@ -97,72 +119,198 @@ func (p *Platform) Scan(ctx context.Context, appID, ref, userName string) (*Deli
 		p.mu.Unlock()
 		return nil, fmt.Errorf("scan: %w", err)
 	}
-	ev := wechat.Event{
-		ToUserName:   a.OriginalID,
-		FromUserName: openID(a.AppID, userName),
-		CreateTime:   now.Unix(),
-		MsgType:      "event",
-		Ticket:       t.ticket,
-	}
+	ev := newEvent(a, userName, now, "")
+	ev.Ticket = t.ticket
 	f := p.followOf(subject{a.AppID, userName})
-	if f.subscribed {
+	switch {
+	case f.subscribed:
 		ev.Event, ev.EventKey = "SCAN", t.scene
-	} else {
+	case follow:
 		ev.Event, ev.EventKey = "subscribe", "qrscene_"+t.scene
-		*f = follow{subscribed: true, since: now, scene: "ADD_SCENE_QR_CODE", qrScene: t.sceneID}
-		if t.sceneID == 0 {
-			f.qrSceneStr = t.scene
-		}
+		f.followVia(t, now)
+	default:
+		// The account page is open; the scan itself pushes nothing.
+		tc := *t
+		f.page = &tc
+		p.mu.Unlock()
+		return nil, nil
 	}
 	p.mu.Unlock()
 	return p.deliver(ctx, a, ev, now)
 }
 
-// Subscribe makes a user follow an Official Account without a QR code and
-// pushes the plain subscribe event (with an empty EventKey).
-func (p *Platform) Subscribe(ctx context.Context, appID, userName string) (*Delivery, error) {
-	return p.setFollow(ctx, appID, userName, true)
+// followVia records a follow from the account page of QR code t.
+func (f *follow) followVia(t *ticket, now time.Time) {
+	*f = follow{subscribed: true, since: now, scene: "ADD_SCENE_QR_CODE", qrScene: t.sceneID}
+	if t.sceneID == 0 {
+		f.qrSceneStr = t.scene
+	}
 }
 
-// Unsubscribe makes a user unfollow an Official Account and pushes the
-// unsubscribe event (with an empty EventKey).
-func (p *Platform) Unsubscribe(ctx context.Context, appID, userName string) (*Delivery, error) {
-	return p.setFollow(ctx, appID, userName, false)
-}
-
-func (p *Platform) setFollow(ctx context.Context, appID, userName string, on bool) (*Delivery, error) {
-	now := p.now()
-	p.mu.Lock()
-	if p.users[userName] == nil {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("follow as %q: %w", userName, ErrUnknownUser)
-	}
-	a, err := p.pushTargetLocked(appID)
-	if err != nil {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("follow: %w", err)
-	}
-	f := p.followOf(subject{appID, userName})
-	name := "unsubscribe"
-	if on {
-		name = "subscribe"
-		*f = follow{subscribed: true, since: now, scene: "ADD_SCENE_SEARCH"}
-	} else {
-		*f = follow{}
-	}
-	p.mu.Unlock()
-	return p.deliver(ctx, a, wechat.Event{
+// newEvent returns an event from userName to a, created at now.
+func newEvent(a *app, userName string, now time.Time, name string) wechat.Event {
+	return wechat.Event{
 		ToUserName:   a.OriginalID,
-		FromUserName: openID(appID, userName),
+		FromUserName: openID(a.AppID, userName),
 		CreateTime:   now.Unix(),
 		MsgType:      "event",
 		Event:        name,
-	}, now)
+	}
+}
+
+// Follow makes userName tap "follow" on an Official Account's page and
+// pushes the subscribe event. When the page was opened by scanning a
+// parametric QR code (ScanWithoutFollowing), the event carries EventKey
+// "qrscene_<scene>" and the Ticket, and cgi-bin/user/info reports
+// ADD_SCENE_QR_CODE with the scene; otherwise the EventKey is empty and the
+// user found the account by search (ADD_SCENE_SEARCH). A user who already
+// follows gets ErrAlreadyFollowing and nothing is pushed.
+func (p *Platform) Follow(ctx context.Context, appID, userName string) (*Delivery, error) {
+	now := p.now()
+	p.mu.Lock()
+	a, f, err := p.phoneLocked(appID, userName)
+	if err == nil && f.subscribed {
+		err = ErrAlreadyFollowing
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("follow %s as %q: %w", appID, userName, err)
+	}
+	ev := newEvent(a, userName, now, "subscribe")
+	if t := f.page; t != nil {
+		ev.EventKey, ev.Ticket = "qrscene_"+t.scene, t.ticket
+		f.followVia(t, now)
+	} else {
+		*f = follow{subscribed: true, since: now, scene: "ADD_SCENE_SEARCH"}
+	}
+	p.mu.Unlock()
+	return p.deliver(ctx, a, ev, now)
+}
+
+// Unfollow makes userName unfollow an Official Account and pushes the
+// unsubscribe event (with an empty EventKey). A user who does not follow
+// gets ErrNotFollowing and nothing is pushed.
+func (p *Platform) Unfollow(ctx context.Context, appID, userName string) (*Delivery, error) {
+	now := p.now()
+	p.mu.Lock()
+	a, f, err := p.phoneLocked(appID, userName)
+	if err == nil && !f.subscribed {
+		err = ErrNotFollowing
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("unfollow %s as %q: %w", appID, userName, err)
+	}
+	*f = follow{}
+	ev := newEvent(a, userName, now, "unsubscribe")
+	p.mu.Unlock()
+	return p.deliver(ctx, a, ev, now)
+}
+
+// Subscribe is Follow.
+//
+// Deprecated: use Follow, which names the user's action.
+func (p *Platform) Subscribe(ctx context.Context, appID, userName string) (*Delivery, error) {
+	return p.Follow(ctx, appID, userName)
+}
+
+// Unsubscribe is Unfollow.
+//
+// Deprecated: use Unfollow, which names the user's action.
+func (p *Platform) Unsubscribe(ctx context.Context, appID, userName string) (*Delivery, error) {
+	return p.Unfollow(ctx, appID, userName)
+}
+
+// SendText makes userName send a text message to an Official Account's
+// chat. WeChat pushes it (MsgType text, Content, a new MsgId; encrypted as
+// the account's mode requires) and the answer to that push is what the
+// chat shows: reply is the Content of a passive text reply, a placeholder
+// such as "[image]" for other reply types, "" when the server only
+// acknowledged, and ServiceUnavailableNotice when it failed. The whole
+// exchange is in Deliveries.
+//
+// Only followers have the chat: others get ErrNotFollowing and nothing is
+// pushed. An empty content is refused, as WeChat's send button is. The
+// error is also non-nil when ctx ends during the push.
+func (p *Platform) SendText(ctx context.Context, appID, userName, content string) (reply string, err error) {
+	d, err := p.sendText(ctx, appID, userName, content)
+	if err != nil {
+		return "", err
+	}
+	return d.ChatText(), nil
+}
+
+// sendText is SendText returning the delivery; like deliver, it returns a
+// delivery with an error when ctx ends during the push.
+func (p *Platform) sendText(ctx context.Context, appID, userName, content string) (*Delivery, error) {
+	if content == "" {
+		return nil, errors.New("wechattest: send text: empty message")
+	}
+	now := p.now()
+	p.mu.Lock()
+	a, f, err := p.phoneLocked(appID, userName)
+	if err == nil && !f.subscribed {
+		err = ErrNotFollowing
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("send text to %s as %q: %w", appID, userName, err)
+	}
+	ev := newEvent(a, userName, now, "")
+	ev.MsgType, ev.Content, ev.MsgID = "text", content, p.msgIDLocked(now)
+	p.mu.Unlock()
+	return p.deliver(ctx, a, ev, now)
+}
+
+// msgIDLocked returns a new 64-bit message id, unique on this platform and
+// shaped like WeChat's (19 digits). p.mu must be held.
+func (p *Platform) msgIDLocked(now time.Time) int64 {
+	p.msgSeq++
+	return now.Unix()<<32 | p.msgSeq&0xffffffff
+}
+
+// phoneLocked returns the app a user's phone talks to and the user's follow
+// state with it. p.mu must be held.
+func (p *Platform) phoneLocked(appID, userName string) (*app, *follow, error) {
+	if p.users[userName] == nil {
+		return nil, nil, ErrUnknownUser
+	}
+	a, err := p.pushTargetLocked(appID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, p.followOf(subject{appID, userName}), nil
+}
+
+// ChatText returns what the user's chat with the account shows after this
+// delivery: the text of a passive text reply, a placeholder for other
+// replies, nothing for a plain acknowledgement, or WeChat's notice that the
+// account cannot serve right now.
+func (d *Delivery) ChatText() string {
+	switch d.Status {
+	case StatusUnavailable:
+		return ServiceUnavailableNotice
+	case StatusReplied:
+		if d.Reply == nil {
+			return ""
+		}
+		switch d.Reply.MsgType {
+		case "text":
+			return d.Reply.Content
+		case "transfer_customer_service":
+			// Handed to a customer service agent; nothing shows yet.
+			return ""
+		}
+		return "[" + d.Reply.MsgType + "]"
+	}
+	return ""
 }
 
 // Push sends an arbitrary event or message to an Official Account's
 // callback, exactly like Scan does. FromUserName (an openid) is required;
-// ToUserName defaults to the app's OriginalID and CreateTime to now.
+// ToUserName defaults to the app's OriginalID and CreateTime to now. Unlike
+// the phone's methods it checks nothing about the user, such as whether
+// they follow the account: it is for pushes those methods do not make.
 func (p *Platform) Push(ctx context.Context, appID string, ev *wechat.Event) (*Delivery, error) {
 	if ev == nil || ev.FromUserName == "" {
 		return nil, errors.New("wechattest: push needs an event with FromUserName")
@@ -353,14 +501,41 @@ func (p *Platform) judge(a *app, d *Delivery, at Attempt) {
 	}
 }
 
+// deliveryLog keeps the latest maxDeliveriesKept deliveries in a ring, so
+// that recording one costs the same however long the platform has run.
+type deliveryLog struct {
+	ring []Delivery // grows to maxDeliveriesKept, then is overwritten in place
+	next int        // where the next delivery goes once the ring is full
+}
+
+func (l *deliveryLog) add(d Delivery) {
+	if n := len(l.ring); n < maxDeliveriesKept {
+		if n == cap(l.ring) {
+			// Grow as append would, but never past the limit.
+			grown := make([]Delivery, n, min(max(2*n, 16), maxDeliveriesKept))
+			copy(grown, l.ring)
+			l.ring = grown
+		}
+		l.ring = append(l.ring, d)
+		return
+	}
+	l.ring[l.next] = d
+	l.next = (l.next + 1) % maxDeliveriesKept
+}
+
+// each calls f for the kept deliveries, oldest first.
+func (l *deliveryLog) each(f func(*Delivery)) {
+	n := len(l.ring)
+	for i := range n {
+		f(&l.ring[(l.next+i)%n])
+	}
+}
+
 func (p *Platform) record(d *Delivery) {
+	c := d.clone() // the log keeps its own copy: the caller owns d
 	p.logMu.Lock()
 	defer p.logMu.Unlock()
-	if len(p.deliveries) >= maxDeliveriesKept {
-		p.deliveries = slices.Delete(p.deliveries, 0, len(p.deliveries)-maxDeliveriesKept+1)
-	}
-	// The log keeps its own copy: the caller owns d.
-	p.deliveries = append(p.deliveries, d.clone())
+	p.log.add(c)
 }
 
 // Deliveries returns copies of the pushes made so far, oldest first (the
@@ -368,10 +543,8 @@ func (p *Platform) record(d *Delivery) {
 func (p *Platform) Deliveries() []Delivery {
 	p.logMu.Lock()
 	defer p.logMu.Unlock()
-	out := make([]Delivery, len(p.deliveries))
-	for i, d := range p.deliveries {
-		out[i] = d.clone()
-	}
+	out := make([]Delivery, 0, len(p.log.ring))
+	p.log.each(func(d *Delivery) { out = append(out, d.clone()) })
 	return out
 }
 

@@ -278,7 +278,7 @@ func TestScanErrorsPushNothing(t *testing.T) {
 	if _, err := s.Scan(ctx, oaID, ticket, "alice"); !errors.Is(err, ErrTicketExpired) {
 		t.Fatalf("expired: %v", err)
 	}
-	if _, err := s.Subscribe(ctx, webID, "alice"); !errors.Is(err, ErrNotOA) {
+	if _, err := s.Follow(ctx, webID, "alice"); !errors.Is(err, ErrNotOA) {
 		t.Fatalf("website app: %v", err)
 	}
 	if n := len(cb.requests()); n != 0 {
@@ -334,7 +334,7 @@ func TestPushGivesUpAfterThreeAttempts(t *testing.T) {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 	})
 	s := newPlatformServer(t, Config{}, cb.URL, Plaintext)
-	d, err := s.Subscribe(context.Background(), oaID, "alice")
+	d, err := s.Follow(context.Background(), oaID, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestPushCancelled(t *testing.T) {
 	s := newPlatformServer(t, Config{}, cb.URL, Plaintext)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	d, err := s.Subscribe(ctx, oaID, "alice")
+	d, err := s.Follow(ctx, oaID, "alice")
 	if !errors.Is(err, context.DeadlineExceeded) || d == nil || len(d.Attempts) != 1 {
 		t.Fatalf("err %v, delivery %+v", err, d)
 	}
@@ -412,7 +412,7 @@ func TestReplyDecoding(t *testing.T) {
 				_, _ = w.Write(tc.reply(r))
 			})
 			s := newPlatformServer(t, Config{PushAttempts: 1}, cb.URL, tc.mode)
-			d, err := s.Subscribe(context.Background(), oaID, "alice")
+			d, err := s.Follow(context.Background(), oaID, "alice")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,11 +429,11 @@ func TestReplyDecoding(t *testing.T) {
 	}
 }
 
-func TestUnsubscribeAndPush(t *testing.T) {
+func TestUnfollowAndPush(t *testing.T) {
 	cb := newCallback(t, nil)
 	s := newPlatformServer(t, Config{}, cb.URL, Compatible)
 	ctx := context.Background()
-	d, err := s.Unsubscribe(ctx, oaID, "bob")
+	d, err := s.Unfollow(ctx, oaID, "bob")
 	if err != nil || d.Event.Event != "unsubscribe" || s.Follows(oaID, "bob") {
 		t.Fatalf("%+v %v", d, err)
 	}

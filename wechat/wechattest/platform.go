@@ -19,6 +19,7 @@ const (
 	DefaultPushTimeout     = 5 * time.Second // how long WeChat waits for a callback
 	DefaultPushAttempts    = 3               // attempts per push, the first included
 	DefaultTokenDailyQuota = 2000            // cgi-bin/token calls per app per day
+	DefaultQRDailyQuota    = 100000          // qrcode/create calls per app per day
 )
 
 // Lifetimes WeChat uses.
@@ -31,6 +32,7 @@ const (
 	defaultQRTTL      = 60
 	maxQRTTL          = 2592000
 	maxDeliveriesKept = 1000
+	maxChatText       = 2048 // bytes of a message sent from the sandbox's phone page
 	forceRefreshLimit = 20
 	forceRefreshGap   = 30 * time.Second
 )
@@ -64,8 +66,8 @@ func (m PushMode) String() string {
 type AppKind int
 
 // Official Accounts get basic access tokens, QR codes, pushes and
-// /connect/oauth2/authorize; website apps (Open Platform) get
-// /connect/qrconnect.
+// /connect/oauth2/authorize, as far as their [AccountType] allows; website
+// apps (Open Platform) get /connect/qrconnect.
 const (
 	OfficialAccount AppKind = iota
 	WebsiteApp
@@ -77,9 +79,15 @@ type App struct {
 	AppSecret string
 	Kind      AppKind
 
+	// Account is the sort of Official Account, which decides what it may
+	// call (see AccountType). The zero value is a verified service
+	// account, which may call everything. Website apps must leave it zero.
+	Account AccountType
+
 	// Token, EncodingAESKey, OriginalID ("gh_..."), CallbackURL and Mode
 	// configure pushes to an Official Account's server. EncodingAESKey is
-	// needed unless Mode is Plaintext.
+	// needed unless Mode is Plaintext. A TestAccount has no EncodingAESKey
+	// on WeChat and must use Plaintext.
 	Token          string
 	EncodingAESKey string
 	OriginalID     string
@@ -155,9 +163,9 @@ func DefaultUsers() []User {
 type Config struct {
 	// BaseURL is the public URL of the platform's root, including any
 	// prefix it is mounted under, such as "http://127.0.0.1:8080/sandbox".
-	// It is used for QR code urls and links between pages. When empty, it
-	// is derived from each request's scheme and Host, which is only right
-	// when the platform is mounted at "/". A path alone, such as
+	// It is used for links between pages and by Endpoint. When empty, it is
+	// derived from each request's scheme and Host, which is only right when
+	// the platform is mounted at "/". A path alone, such as
 	// "/wechat/sandbox", takes the scheme and host from each request and
 	// appends the path: right for a platform mounted under that prefix on
 	// whatever host serves it.
@@ -178,9 +186,12 @@ type Config struct {
 	HTTPClient *http.Client
 
 	// TokenDailyQuota is the number of cgi-bin/token calls an app may make
-	// per day (DefaultTokenDailyQuota when zero). Days begin at midnight
-	// China Standard Time, as on WeChat.
+	// per day. Zero means WeChat's: DefaultTokenDailyQuota, or 200 for a
+	// TestAccount. QRDailyQuota is the same for cgi-bin/qrcode/create:
+	// DefaultQRDailyQuota, or 10,000 for a TestAccount. Beyond them calls
+	// get 45009. Days begin at midnight China Standard Time, as on WeChat.
 	TokenDailyQuota int
+	QRDailyQuota    int
 
 	// Users are the initial test users; nil means DefaultUsers().
 	Users []User
@@ -200,6 +211,11 @@ var (
 	ErrNoCallback     = errors.New("wechattest: app has no callback URL")
 	ErrNotOA          = errors.New("wechattest: app is not an Official Account")
 	ErrCallbackFailed = errors.New("wechattest: callback verification failed")
+	// ErrAlreadyFollowing and ErrNotFollowing are the phone's buttons that
+	// do not exist in that state: WeChat shows "follow" only to
+	// non-followers, and the chat and "unfollow" only to followers.
+	ErrAlreadyFollowing = errors.New("wechattest: user already follows the account")
+	ErrNotFollowing     = errors.New("wechattest: user does not follow the account")
 )
 
 // Platform is a fake WeChat platform. Create one with [New]; it is an
@@ -210,7 +226,8 @@ type Platform struct {
 	pushAttempts int
 	client       *http.Client
 	ownTransport *http.Transport // non-nil when client is ours
-	quota        int
+	tokenQuota   int             // 0: WeChat's per account type
+	qrQuota      int             // 0: WeChat's per account type
 	mux          *http.ServeMux
 
 	clockMu sync.Mutex
@@ -221,27 +238,30 @@ type Platform struct {
 	faults    map[string][]Fault
 	latency   map[string]time.Duration
 	calls     map[string]int
-	ipDenied  bool
+	ip        ipState
 	oauthUser string
 
-	logMu      sync.Mutex
-	deliveries []Delivery
+	logMu sync.Mutex
+	log   deliveryLog
 
-	mu        sync.Mutex // guards everything below
-	seq       int
-	lastPrune time.Time
-	apps      map[string]*app
-	users     map[string]*User
-	order     []string // user names in the order added
-	openids   map[string]subject
-	follows   map[subject]*follow
-	tokens    map[string]*token
-	classic   map[string]*classicState
-	stable    map[string]*stableState
-	tickets   map[string]*ticket // by ticket
-	qrIDs     map[string]*ticket // by the id in the QR url
-	codes     map[string]*authCode
-	refreshs  map[string]*refreshToken
+	mu         sync.Mutex // guards everything below
+	seq        int
+	lastPrune  time.Time
+	apps       map[string]*app
+	users      map[string]*User
+	order      []string // user names in the order added
+	openids    map[string]subject
+	follows    map[subject]*follow
+	tokens     map[string]*token
+	classic    map[string]*classicState
+	stable     map[string]*stableState
+	tickets    map[string]*ticket // by ticket
+	qrIDs      map[string]*ticket // by the id in the QR url
+	qrCalls    map[string]*dailyCount
+	msgSeq     int64
+	sandboxApp string // the Official Account of NewSandbox, for the phone page
+	codes      map[string]*authCode
+	refreshs   map[string]*refreshToken
 }
 
 type app struct {
@@ -264,6 +284,29 @@ type follow struct {
 	scene      string // subscribe_scene
 	qrScene    int64
 	qrSceneStr string
+
+	// page is the parametric QR code whose account page a non-follower
+	// has open after scanning it without following: following from there
+	// pushes subscribe with its scene and ticket.
+	page *ticket
+}
+
+// dailyCount counts calls per day (China Standard Time).
+type dailyCount struct {
+	day   string
+	count int
+}
+
+// take counts a call at now and reports whether it is within limit.
+func (c *dailyCount) take(now time.Time, limit int) bool {
+	if d := dayOf(now); c.day != d {
+		c.day, c.count = d, 0
+	}
+	if c.count >= limit {
+		return false
+	}
+	c.count++
+	return true
 }
 
 // New returns a platform with the given configuration and no apps.
@@ -276,14 +319,15 @@ func New(cfg Config) (*Platform, error) {
 			return nil, fmt.Errorf("wechattest: BaseURL %q is neither an absolute http(s) URL nor a path", cfg.BaseURL)
 		}
 	}
-	if cfg.PushTimeout < 0 || cfg.PushAttempts < 0 || cfg.TokenDailyQuota < 0 {
-		return nil, errors.New("wechattest: negative PushTimeout, PushAttempts or TokenDailyQuota")
+	if cfg.PushTimeout < 0 || cfg.PushAttempts < 0 || cfg.TokenDailyQuota < 0 || cfg.QRDailyQuota < 0 {
+		return nil, errors.New("wechattest: negative PushTimeout, PushAttempts, TokenDailyQuota or QRDailyQuota")
 	}
 	p := &Platform{
 		base:         base,
 		pushTimeout:  cmpOr(cfg.PushTimeout, DefaultPushTimeout),
 		pushAttempts: cmpOr(cfg.PushAttempts, DefaultPushAttempts),
-		quota:        cmpOr(cfg.TokenDailyQuota, DefaultTokenDailyQuota),
+		tokenQuota:   cfg.TokenDailyQuota,
+		qrQuota:      cfg.QRDailyQuota,
 		client:       cfg.HTTPClient,
 		nowFn:        cfg.Now,
 		oauthUser:    cfg.OAuthUser,
@@ -299,6 +343,7 @@ func New(cfg Config) (*Platform, error) {
 		stable:       make(map[string]*stableState),
 		tickets:      make(map[string]*ticket),
 		qrIDs:        make(map[string]*ticket),
+		qrCalls:      make(map[string]*dailyCount),
 		codes:        make(map[string]*authCode),
 		refreshs:     make(map[string]*refreshToken),
 	}
@@ -350,6 +395,9 @@ func (p *Platform) routes() {
 	m.HandleFunc("/sandbox/users", p.handleSandboxUsers)
 	m.HandleFunc("/sandbox/scan", p.handleSandboxScan)
 	m.HandleFunc("/sandbox/deliveries", p.handleSandboxDeliveries)
+	m.HandleFunc("/sandbox/phone", p.handleSandboxPhone)
+	m.HandleFunc("/sandbox/follow", p.handleSandboxFollow)
+	m.HandleFunc("/sandbox/message", p.handleSandboxMessage)
 	p.mux = m
 }
 
@@ -374,6 +422,16 @@ func (p *Platform) AddApp(a App) error {
 	}
 	if a.Kind != OfficialAccount && a.Kind != WebsiteApp {
 		return fmt.Errorf("wechattest: app %s: unknown kind %d", a.AppID, a.Kind)
+	}
+	switch {
+	case !a.Account.valid():
+		return fmt.Errorf("wechattest: app %s: unknown account type %d", a.AppID, int(a.Account))
+	case a.Kind == WebsiteApp && a.Account != VerifiedServiceAccount:
+		return fmt.Errorf("wechattest: app %s: a website app has no Official Account type", a.AppID)
+	case a.Account == TestAccount && a.Mode != Plaintext:
+		// A test account's configuration has a URL and a Token, nothing
+		// else: no EncodingAESKey, so no compatible or safe mode.
+		return fmt.Errorf("wechattest: app %s: a test account pushes in plaintext only", a.AppID)
 	}
 	st := &app{App: a}
 	st.RedirectDomains = make([]string, 0, len(a.RedirectDomains))

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"image"
+	"image/jpeg"
 	"net/http"
 	"strconv"
 	"strings"
@@ -54,6 +56,9 @@ func (p *Platform) handleQRCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, apiErr := p.checkToken(r.URL.Query().Get("access_token"), basicToken, stableToken)
+	if apiErr == nil {
+		apiErr = p.takeQRQuota(tok.appID)
+	}
 	if apiErr != nil {
 		writeAPIError(w, apiErr)
 		return
@@ -71,8 +76,8 @@ func (p *Platform) handleQRCreate(w http.ResponseWriter, r *http.Request) {
 	t.appID = tok.appID
 	t.created = p.now()
 	t.expires = t.created.Add(ttl)
-	t.id = randString(22, alnum)
-	t.url = p.baseURL(r) + "/q/" + t.id
+	t.id = newQRID()
+	t.url = qrURLPrefix + t.id
 	t.ticket = encodeTicket(t.url, t.created, ttl)
 
 	p.mu.Lock()
@@ -86,6 +91,52 @@ func (p *Platform) handleQRCreate(w http.ResponseWriter, r *http.Request) {
 		ans.ExpireSeconds = int64(ttl / time.Second)
 	}
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// takeQRQuota checks that appID's account type may create parametric QR
+// codes and counts the call against its daily quota.
+func (p *Platform) takeQRQuota(appID string) *apiError {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.apps[appID]
+	if a == nil || !a.Account.canCreateQR() {
+		return errCode(48001)
+	}
+	limit := p.qrQuota
+	if limit == 0 {
+		limit = qrDailyQuota
+		if a.Account == TestAccount {
+			limit = testQRDailyQuota
+		}
+	}
+	c := p.qrCalls[appID]
+	if c == nil {
+		c = &dailyCount{}
+		p.qrCalls[appID] = c
+	}
+	if !c.take(now, limit) {
+		return errCode(45009)
+	}
+	return nil
+}
+
+// qrURLPrefix is where WeChat's QR code urls point.
+const qrURLPrefix = "http://weixin.qq.com/q/"
+
+// newQRID returns the last path segment of a QR code url in one of the two
+// shapes WeChat uses: 20 characters, as in the documentation's example
+// "kZgfwMTm72WWPkovabbI", or the newer 22 starting with "02", as in
+// "02mGJbopxacSG1xRUj1z1M". Their tickets are 70 and 72 bytes long, whose
+// base64 ends in "==" and in no padding at all: both occur, so clients
+// that mishandle either show it.
+func newQRID() string {
+	var b [1]byte
+	_, _ = rand.Read(b[:])
+	if b[0]&1 == 0 {
+		return randString(20, alnum)
+	}
+	return "02" + randString(20, alnum)
 }
 
 // parseQRRequest validates a qrcode/create body. It returns a ticket
@@ -140,23 +191,33 @@ func parseQRRequest(body []byte) (*ticket, time.Duration, *apiError) {
 	return t, time.Duration(secs) * time.Second, nil
 }
 
-// encodeTicket builds an opaque ticket shaped like WeChat's: base64 of a
-// small binary record that embeds the url, the creation time and the
-// lifetime. Its length makes the base64 always end in "==".
+// encodeTicket builds a ticket laid out like WeChat's: standard base64 of
+// a binary record that embeds the url (NUL-terminated), the creation time
+// and the lifetime (0 for permanent codes), both little-endian:
+//
+//	81 01 r1 r2 len 00 00 00 00 00 00 00 01 urllen "url" 00 02 04 <created> 03 04 <ttl>
+//
+// where len counts the bytes from the 01 on and urllen includes the NUL.
+// r1 and r2 are random; half of the tickets get an r1 that base64 writes
+// as "+", so that a ticket put into a URL unescaped fails often.
 func encodeTicket(u string, created time.Time, ttl time.Duration) string {
-	var b bytes.Buffer
-	b.Write([]byte{0x81, 0x01})
-	var rnd [6]byte
+	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
-	b.Write(rnd[:4])
-	b.Write([]byte{0x3c, 0, 0, 0, 0, 0, 0, 0, 0x01, byte(len(u))})
-	b.WriteString(u)
-	b.Write([]byte{0x02, 0x04})
-	_ = binary.Write(&b, binary.LittleEndian, uint32(created.Unix()))
-	b.Write([]byte{0x03, 0x04})
-	_ = binary.Write(&b, binary.LittleEndian, uint32(ttl/time.Second))
-	// Pad with random bytes to a length of 3k+1, which base64 ends in "==".
-	b.Write(rnd[4 : 4+(4-b.Len()%3)%3])
+	if rnd[2]&1 == 0 {
+		// The low 6 bits of byte 2 are the 4th base64 character: 62 is '+'.
+		rnd[0] = rnd[0]&0xc0 | 62
+	}
+	var tail bytes.Buffer
+	tail.Write([]byte{0x01, byte(len(u) + 1)})
+	tail.WriteString(u)
+	tail.Write([]byte{0x00, 0x02, 0x04})
+	_ = binary.Write(&tail, binary.LittleEndian, uint32(created.Unix()))
+	tail.Write([]byte{0x03, 0x04})
+	_ = binary.Write(&tail, binary.LittleEndian, uint32(ttl/time.Second))
+
+	var b bytes.Buffer
+	b.Write([]byte{0x81, 0x01, rnd[0], rnd[1], byte(tail.Len()), 0, 0, 0, 0, 0, 0, 0})
+	b.Write(tail.Bytes())
 	return base64.StdEncoding.EncodeToString(b.Bytes())
 }
 
@@ -183,29 +244,62 @@ func (p *Platform) handleShowQR(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	png, err := qrPNG(t.url)
+	img, err := qrJPEG(t.url)
 	if err != nil {
 		http.Error(w, "cannot render QR code", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "image/png")
+	// WeChat's own header, "jpg" rather than the registered "jpeg".
+	h.Set("Content-Type", "image/jpg")
 	h.Set("Cache-Control", "max-age=604800")
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Length", strconv.Itoa(len(png)))
+	h.Set("Content-Length", strconv.Itoa(len(img)))
 	if r.Method == http.MethodGet {
-		_, _ = w.Write(png)
+		_, _ = w.Write(img)
 	}
 }
 
-// qrPNG renders text as a QR code PNG.
-func qrPNG(text string) ([]byte, error) {
+// qrImageSize is the side of WeChat's QR images, in pixels.
+const qrImageSize = 430
+
+// qrJPEG renders text as a QR code in a 430×430 JPEG like WeChat's: black
+// modules on white, with a quiet zone of at least four modules.
+func qrJPEG(text string) ([]byte, error) {
 	c, err := qr.Encode(text, qr.M)
 	if err != nil {
 		return nil, err
 	}
-	c.Scale = 6
-	return c.PNG(), nil
+	scale, off := qrLayout(c.Size)
+	img := image.NewGray(image.Rect(0, 0, qrImageSize, qrImageSize))
+	for i := range img.Pix {
+		img.Pix[i] = 0xff
+	}
+	for y := range c.Size {
+		for x := range c.Size {
+			if !c.Black(x, y) {
+				continue
+			}
+			for dy := range scale {
+				row := img.Pix[(off+y*scale+dy)*img.Stride:]
+				for dx := range scale {
+					row[off+x*scale+dx] = 0
+				}
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// qrLayout returns the pixels per module and the offset of the first module
+// for a code of size modules, centred in the image with a quiet zone.
+func qrLayout(size int) (scale, off int) {
+	scale = max(1, qrImageSize/(size+8))
+	return scale, (qrImageSize - size*scale) / 2
 }
 
 // resolveTicket finds a ticket of appID (any app when empty) from a ticket,

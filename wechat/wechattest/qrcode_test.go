@@ -3,13 +3,17 @@ package wechattest
 import (
 	"bytes"
 	"encoding/base64"
-	"image/png"
+	"encoding/binary"
+	"image/jpeg"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"rsc.io/qr"
 )
 
 func createQR(t testing.TB, s *Server, tok, body string) apiAnswer {
@@ -65,8 +69,8 @@ func TestQRCreateValidation(t *testing.T) {
 			if hasExpire != (tc.expire != 0) {
 				t.Errorf("expire_seconds present = %v", hasExpire)
 			}
-			if u := a.str("url"); !strings.HasPrefix(u, s.URL+"/q/") {
-				t.Errorf("url %q not on the base URL", u)
+			if u := a.str("url"); !qrURLShape.MatchString(u) {
+				t.Errorf("url %q is not shaped like WeChat's", u)
 			}
 			if _, err := base64.StdEncoding.DecodeString(a.str("ticket")); err != nil {
 				t.Errorf("ticket is not standard base64: %v", err)
@@ -101,19 +105,47 @@ func TestQRCreateRawJSON(t *testing.T) {
 	}
 }
 
+// qrURLShape matches WeChat's QR code urls, old and new.
+var qrURLShape = regexp.MustCompile(`^http://weixin\.qq\.com/q/(02)?[A-Za-z0-9]{20}$`)
+
+// TestTicketShape decodes tickets into the record real tickets hold (the
+// layout of the two real tickets of the reference) and checks that both
+// base64 endings and "+" occur.
 func TestTicketShape(t *testing.T) {
-	s := newPlatformServer(t, Config{}, "", Plaintext)
+	s := newPlatformServer(t, Config{Now: fixedClock()}, "", Plaintext)
 	tok := fetchClassic(t, s).str("access_token")
-	var plusOrSlash bool
-	for range 30 {
-		ticket := createQR(t, s, tok, `{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"abc"}}}`).str("ticket")
-		if !strings.HasSuffix(ticket, "==") {
-			t.Fatalf("ticket %q does not end in ==", ticket)
+	created := s.now().Unix()
+	var padded, unpadded, plus bool
+	for range 60 {
+		a := createQR(t, s, tok, `{"expire_seconds":240,"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"abc"}}}`)
+		ticket, u := a.str("ticket"), a.str("url")
+		b, err := base64.StdEncoding.DecodeString(ticket)
+		if err != nil {
+			t.Fatalf("ticket %q: %v", ticket, err)
 		}
-		plusOrSlash = plusOrSlash || strings.ContainsAny(ticket, "+/")
+		want := []byte{0x81, 0x01, b[2], b[3], byte(len(b) - 12), 0, 0, 0, 0, 0, 0, 0, 0x01, byte(len(u) + 1)}
+		want = append(want, u...)
+		want = append(want, 0x00, 0x02, 0x04)
+		want = binary.LittleEndian.AppendUint32(want, uint32(created))
+		want = append(want, 0x03, 0x04)
+		want = binary.LittleEndian.AppendUint32(want, 240)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("ticket %q holds\n% x\nwant\n% x", ticket, b, want)
+		}
+		if !strings.HasPrefix(ticket, "gQ") {
+			t.Fatalf("ticket %q does not start like WeChat's", ticket)
+		}
+		padded = padded || strings.HasSuffix(ticket, "==")
+		unpadded = unpadded || !strings.HasSuffix(ticket, "=")
+		plus = plus || strings.Contains(ticket, "+")
 	}
-	if !plusOrSlash {
-		t.Error("no ticket in 30 contained + or /")
+	if !padded || !unpadded || !plus {
+		t.Errorf("in 60 tickets: ending in == %v, unpadded %v, with + %v; want all", padded, unpadded, plus)
+	}
+	// The doc's own example decodes the same way.
+	b, _ := base64.StdEncoding.DecodeString("gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3sUw==")
+	if int(b[4]) != len(b)-12 || string(b[14:14+int(b[13])-1]) != "http://weixin.qq.com/q/kZgfwMTm72WWPkovabbI" {
+		t.Errorf("the reference's ticket does not have the layout encodeTicket follows")
 	}
 }
 
@@ -139,15 +171,45 @@ func TestShowQRCode(t *testing.T) {
 	}
 
 	resp := show(url.QueryEscape(ticket))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/png" {
-		t.Fatalf("showqrcode: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/jpg" ||
+		resp.Header.Get("Cache-Control") != "max-age=604800" || resp.Header.Get("Accept-Ranges") != "bytes" {
+		t.Fatalf("showqrcode: %d %v", resp.StatusCode, resp.Header)
 	}
-	img, err := png.Decode(resp.Body)
+	img, err := jpeg.Decode(resp.Body)
 	if err != nil {
-		t.Fatalf("not a PNG: %v", err)
+		t.Fatalf("not a JPEG: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() < 100 || b.Dx() != b.Dy() {
-		t.Errorf("QR image is %v", b)
+	if b := img.Bounds(); b.Dx() != 430 || b.Dy() != 430 {
+		t.Fatalf("QR image is %v, want 430×430 like WeChat's", b)
+	}
+	// Every module reads back as what the QR code of the url holds.
+	var u string
+	s.mu.Lock()
+	u = s.tickets[ticket].url
+	s.mu.Unlock()
+	c, err := qr.Encode(u, qr.M)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale, off := qrLayout(c.Size)
+	if off < 4*scale {
+		t.Fatalf("quiet zone %d px, modules %d px", off, scale)
+	}
+	for y := -1; y <= c.Size; y++ {
+		for x := -1; x <= c.Size; x++ {
+			r, _, _, _ := img.At(off+x*scale+scale/2, off+y*scale+scale/2).RGBA()
+			if dark := r < 0x8000; dark != c.Black(x, y) {
+				t.Fatalf("module (%d,%d): dark %v, want %v", x, y, dark, c.Black(x, y))
+			}
+		}
+	}
+	head, err := http.Head(s.URL + "/cgi-bin/showqrcode?ticket=" + url.QueryEscape(ticket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head.Body.Close()
+	if head.StatusCode != http.StatusOK || head.Header.Get("Content-Type") != "image/jpg" {
+		t.Errorf("HEAD: %d %v", head.StatusCode, head.Header)
 	}
 
 	if got := show(ticket).StatusCode; got != http.StatusNotFound {

@@ -39,6 +39,12 @@ var errmsgs = map[int]string{
 	45009: "reach max api daily quota limit, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r",
 	47001: "data format error",
 	48001: "api unauthorized",
+	// WeChat's English wording of these four is not documented; these
+	// paraphrase the Chinese descriptions of the access_token page.
+	89501: "this ip is waiting for the admin's confirmation",
+	89503: "this call needs the admin's confirmation, a confirmation message was sent to the admin",
+	89506: "this ip was rejected by the admin twice within 24 hours and is blocked for 24 hours",
+	89507: "this ip was rejected by the admin within the last hour and is blocked for 1 hour",
 }
 
 // apiError is a WeChat errcode answer.

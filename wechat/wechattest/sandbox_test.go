@@ -130,12 +130,14 @@ func testMountedUnderPrefix(t *testing.T, pathOnly bool) {
 	tok := get(t, base+"/cgi-bin/token?grant_type=client_credential&appid="+oaID+"&secret="+oaSecret).str("access_token")
 	qr := call(t, http.MethodPost, base+"/cgi-bin/qrcode/create?access_token="+url.QueryEscape(tok),
 		`{"action_name":"QR_STR_SCENE","action_info":{"scene":{"scene_str":"pfx"}}}`)
-	if !strings.HasPrefix(qr.str("url"), base+"/q/") {
+	if !qrURLShape.MatchString(qr.str("url")) {
 		t.Fatalf("url %q", qr.str("url"))
 	}
 
-	// The QR url opens the scan page, whose links stay under the prefix.
-	resp, page := open(t, http.MethodGet, qr.str("url"), nil)
+	// The QR code's page, by the id of its url, has links that stay under
+	// the prefix.
+	id := qr.str("url")[strings.LastIndex(qr.str("url"), "/")+1:]
+	resp, page := open(t, http.MethodGet, base+"/q/"+id, nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("QR page: %d", resp.StatusCode)
 	}
@@ -143,6 +145,7 @@ func testMountedUnderPrefix(t *testing.T, pathOnly bool) {
 		`src="` + base + "/cgi-bin/showqrcode?ticket=" + url.QueryEscape(qr.str("ticket")) + `"`,
 		`action="` + base + `/sandbox/scan"`,
 		`value="alice"`,
+		`href="` + base + "/sandbox/phone?appid=" + oaID + `"`,
 	} {
 		if !strings.Contains(page, strings.ReplaceAll(want, "&", "&amp;")) {
 			t.Errorf("QR page lacks %s", want)

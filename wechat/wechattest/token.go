@@ -78,6 +78,11 @@ func (p *Platform) classicToken(r *http.Request, grantType, appID, secret string
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	quota := p.tokenQuota
+	if a := p.apps[appID]; quota == 0 && a != nil && a.Account == TestAccount {
+		quota = testTokenDailyQuota
+	}
+	quota = cmpOr(quota, DefaultTokenDailyQuota)
 	cs := p.classic[appID]
 	if cs == nil {
 		cs = &classicState{}
@@ -86,7 +91,7 @@ func (p *Platform) classicToken(r *http.Request, grantType, appID, secret string
 	if d := dayOf(now); cs.day != d {
 		cs.day, cs.count = d, 0
 	}
-	if cs.count >= p.quota {
+	if cs.count >= quota {
 		return nil, errCode(45009)
 	}
 	cs.count++
@@ -119,11 +124,8 @@ func (p *Platform) checkCredentials(r *http.Request, grantType, appID, secret st
 		return errCode(40013)
 	case a.AppSecret != secret:
 		return errCode(40125)
-	case !p.ipAllowed():
-		ip := clientIP(r)
-		return &apiError{code: 40164, msg: fmt.Sprintf("invalid ip %s ipv6 ::ffff:%s, not in whitelist", ip, ip)}
 	}
-	return nil
+	return p.checkIP(r)
 }
 
 func clientIP(r *http.Request) string {

@@ -38,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_key       <key> [<older key>...]
 //		prefix            <path>            # default /wechat
 //		session_ttl       <duration>        # default 24h
+//		session_refresh   <duration>        # re-issue a used session this long after its last issue
+//		session_max_age   <duration>        # the longest a refreshed session lasts from its login
 //		qr_ttl            <duration>        # default 5m
 //		site_name         <name>
 //		logo              <url>             # a path on this site or a data: URL
@@ -48,11 +50,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_openids     <openid>...
 //		allow_unionids    <unionid>...
 //		redirect_hosts    <host>...
+//		cookie_domain     <domain>          # share the login with every host under it
+//		public_origin     <origin>          # this site as browsers see it, such as https://login.example.com
+//		login_host        <origin>          # take logins from this login host (no WeChat app here)
+//		handoff_to        <origin>...       # on a login host: the sites it may log users in to
 //		fetch_unionid
 //		confirm_in_chat
 //		pass_through_pushes
 //		use_handle_errors
 //		user_id           openid|unionid
+//		forward_user_headers                # X-Forwarded-User, X-Auth-Request-User, Remote-User
+//		strip_session_cookie                # keep this module's cookies from the upstream
 //		qr_rate_limit     <per minute> [<burst>]  # per client address (IPv6: per /64)
 //		qr_ceiling        <per minute>      # whole site, whatever the addresses; default 60
 //		max_waiting       <browsers>        # waiting on this instance at once; default 20000
@@ -64,8 +72,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		sandbox
 //	}
 //
-// session_key, public_paths, allow_openids, allow_unionids and
-// redirect_hosts may be repeated; their values add up. Secrets are best given
+// session_key, public_paths, allow_openids, allow_unionids,
+// redirect_hosts and handoff_to may be repeated; their values add up. Secrets are best given
 // as {env.NAME} or {file./path} placeholders.
 //
 // It only parses: the words, how many arguments each option takes, and that
@@ -83,7 +91,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "session_key", "public_paths", "allow_openids", "allow_unionids", "redirect_hosts":
+		case "session_key", "public_paths", "allow_openids", "allow_unionids", "redirect_hosts", "handoff_to":
 		default:
 			if seen[opt] {
 				return d.Errf("%s given more than once", opt)
@@ -139,7 +147,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.Prefix); err != nil {
 				return err
 			}
-		case "session_ttl", "qr_ttl":
+		case "session_ttl", "qr_ttl", "session_refresh", "session_max_age":
 			var s string
 			if err := oneArg(d, &s); err != nil {
 				return err
@@ -148,10 +156,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s: %q is not a positive duration", opt, s)
 			}
-			if opt == "session_ttl" {
+			switch opt {
+			case "session_ttl":
 				h.SessionTTL = caddy.Duration(dur)
-			} else {
+			case "qr_ttl":
 				h.QRTTL = caddy.Duration(dur)
+			case "session_refresh":
+				h.SessionRefresh = caddy.Duration(dur)
+			default:
+				h.SessionMaxAge = caddy.Duration(dur)
 			}
 		case "site_name":
 			if err := oneArg(d, &h.SiteName); err != nil {
@@ -189,6 +202,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := someArgs(d, &h.RedirectHosts); err != nil {
 				return err
 			}
+		case "handoff_to":
+			if err := someArgs(d, &h.HandoffTo); err != nil {
+				return err
+			}
+		case "cookie_domain":
+			if err := oneArg(d, &h.CookieDomain); err != nil {
+				return err
+			}
+		case "public_origin":
+			if err := oneArg(d, &h.PublicOrigin); err != nil {
+				return err
+			}
+		case "login_host":
+			if err := oneArg(d, &h.LoginHost); err != nil {
+				return err
+			}
 		case "fetch_unionid":
 			if err := noArgs(d); err != nil {
 				return err
@@ -213,6 +242,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.UserID); err != nil {
 				return err
 			}
+		case "forward_user_headers":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.ForwardUserHeaders = true
+		case "strip_session_cookie":
+			if err := noArgs(d); err != nil {
+				return err
+			}
+			h.StripSessionCookie = true
 		case "qr_ceiling", "max_waiting":
 			var v string
 			if err := oneArg(d, &v); err != nil {

@@ -119,6 +119,35 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "unknown method parses", input: "wechat_login {\n methods qr password\n}", want: Handler{Methods: []string{"qr", "password"}}},
 		{name: "unknown scope parses", input: "wechat_login {\n scope snsapi_login\n}", want: Handler{Scope: "snsapi_login"}},
 		{name: "public_paths without value", input: "wechat_login {\n public_paths\n}", wantErr: "wrong argument count"},
+		{
+			name:  "gateway options",
+			input: "wechat_login {\n session_ttl 8h\n session_refresh 30m\n session_max_age 7d\n user_id unionid\n forward_user_headers\n strip_session_cookie\n}",
+			want: Handler{
+				SessionTTL: caddy.Duration(8 * time.Hour), SessionRefresh: caddy.Duration(30 * time.Minute), SessionMaxAge: caddy.Duration(7 * 24 * time.Hour),
+				UserID: "unionid", ForwardUserHeaders: true, StripSessionCookie: true,
+			},
+		},
+		{name: "bad session_refresh", input: "wechat_login {\n session_refresh often\n}", wantErr: `session_refresh: "often" is not a positive duration`},
+		{name: "zero session_refresh", input: "wechat_login {\n session_refresh 0s\n}", wantErr: `session_refresh: "0s" is not a positive duration`},
+		{name: "negative session_max_age", input: "wechat_login {\n session_max_age -1h\n}", wantErr: `session_max_age: "-1h" is not a positive duration`},
+		{name: "session_max_age without value", input: "wechat_login {\n session_max_age\n}", wantErr: "wrong argument count"},
+		{name: "duplicate session_refresh", input: "wechat_login {\n session_refresh 1h\n session_refresh 2h\n}", wantErr: "session_refresh given more than once"},
+		{name: "forward_user_headers with argument", input: "wechat_login {\n forward_user_headers X-User\n}", wantErr: "wrong argument count"},
+		{name: "strip_session_cookie with argument", input: "wechat_login {\n strip_session_cookie yes\n}", wantErr: "wrong argument count"},
+		{name: "duplicate strip_session_cookie", input: "wechat_login {\n strip_session_cookie\n strip_session_cookie\n}", wantErr: "strip_session_cookie given more than once"},
+		{
+			name:  "login host options",
+			input: "wechat_login {\n public_origin https://login.example.com\n cookie_domain example.com\n handoff_to https://shop.example.net https://blog.example.org\n handoff_to {env.THIRD_SITE}\n}",
+			want: Handler{
+				PublicOrigin: "https://login.example.com", CookieDomain: "example.com",
+				HandoffTo: []string{"https://shop.example.net", "https://blog.example.org", "{env.THIRD_SITE}"},
+			},
+		},
+		{name: "site with a login host", input: "wechat_login {\n login_host https://login.example.com\n session_key {env.K}\n}", want: Handler{LoginHost: "https://login.example.com", SessionKeys: []string{"{env.K}"}}},
+		{name: "handoff_to without value", input: "wechat_login {\n handoff_to\n}", wantErr: "wrong argument count"},
+		{name: "two login hosts", input: "wechat_login {\n login_host https://a.example\n login_host https://b.example\n}", wantErr: "login_host given more than once"},
+		{name: "cookie_domain with two values", input: "wechat_login {\n cookie_domain a.example b.example\n}", wantErr: "wrong argument count"},
+		{name: "public_origin without value", input: "wechat_login {\n public_origin\n}", wantErr: "wrong argument count"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -204,6 +233,17 @@ func TestCaddyfileMistakesAtLoad(t *testing.T) {
 		{"revocation_file with redis", "store redis redis://127.0.0.1:1/0", "revocation_file is only for store memory"},
 		{"sandbox with an app", "sandbox\n app_id wx0123456789abcdef", "sandbox cannot be combined with app_id"},
 		{"sandbox with a bad prefix", "sandbox\n prefix /wechat/", `prefix "/wechat/" must start with /`},
+		{"refresh as long as the session", "session_refresh 24h\n session_max_age 48h", "session_refresh 24h0m0s must be shorter than the session lifetime (24h0m0s)"},
+		{"refresh without max age", "session_refresh 1h", "session_max_age is required with session refresh"},
+		{"max age shorter than the session", "session_ttl 2h\n session_max_age 1h", "session_max_age 1h0m0s must not be shorter than the session lifetime (2h0m0s)"},
+		{"max age that refresh cannot reach", "session_refresh 1h\n session_max_age 24h", "session_max_age 24h0m0s must be longer than the session lifetime (24h0m0s)"},
+		{"max age without refresh", "session_max_age 48h", "session_max_age 48h0m0s is longer than the session lifetime (24h0m0s), which only session refresh extends"},
+		{"max age too long", "session_refresh 1h\n session_max_age 31d", "session_max_age 744h0m0s is longer than the maximum of 720h0m0s"},
+		{"login host and an app", "login_host https://login.example.com", "app_id is set on a site with a login host"},
+		{"login host with a path", "login_host https://login.example.com/wechat", `login_host "https://login.example.com/wechat" must be a scheme and a host`},
+		{"handoff target not an origin", "handoff_to https://shop.example.net shop.example.org", `handoff_to 2 "shop.example.org" must be an origin`},
+		{"cookie_domain a TLD", "cookie_domain com", `cookie_domain "com" must have at least two labels`},
+		{"public_origin outside cookie_domain", "cookie_domain example.com\n public_origin https://login.example.net", "cookie_domain \"example.com\" does not contain the host of this site's public origin"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +273,11 @@ func TestCaddyfileMistakesAtLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("gateway options", func(t *testing.T) {
+		if _, err := loadCaddyfile(t, "session_ttl 8h\n session_refresh 1h\n session_max_age 30d\n user_id unionid\n forward_user_headers\n strip_session_cookie"); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestValidateModuleRules covers the module's own rules, which JSON can
@@ -250,7 +295,9 @@ func TestValidateModuleRules(t *testing.T) {
 		{"redis_url without redis", Handler{RedisURL: "redis://127.0.0.1:6379/0"}, "redis_url is only for store redis"},
 		{"bad user_id", Handler{UserID: "email"}, `user_id must be openid or unionid, not "email"`},
 		{"long session", Handler{SessionTTL: caddy.Duration(31 * 24 * time.Hour)}, "session_ttl 744h0m0s is longer than the maximum"},
+		{"long max age", Handler{SessionMaxAge: caddy.Duration(31 * 24 * time.Hour)}, "session_max_age 744h0m0s is longer than the maximum"},
 		{"sandbox with a base", Handler{Sandbox: true, MPBase: "http://127.0.0.1:1"}, "sandbox cannot be combined"},
+		{"sandbox with a login host", Handler{Sandbox: true, LoginHost: "https://login.example.com"}, "sandbox cannot be combined with login_host"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -319,6 +366,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"wechat_login {\n app_id a\n sandbox\n}",
 		"wechat_login {\n session_key a b c\n qr_rate_limit 1 2\n}",
 		"wechat_login {\n session_ttl 1d\n user_id openid\n}",
+		"wechat_login {\n session_refresh 1h\n session_max_age 7d\n forward_user_headers\n strip_session_cookie\n}",
 		"wechat_login {\n {\n}\n}",
 		"wechat_login {\n encoding_aes_key {env.X}\n}",
 		"wechat_login",

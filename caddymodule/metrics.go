@@ -63,6 +63,10 @@ var (
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "limited_total",
 		Help: "Requests refused by a limit: qr_ceiling (QR codes per minute for the whole site), waiters_scene, waiters_instance.",
 	}, []string{"limit"})
+	misconfigured = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "misconfigured_total",
+		Help: "WeChat refusals only a change of setup cures, by reason (qr_not_allowed, ip_not_whitelisted, ip_needs_confirmation, ip_rejected, bad_app_secret, bad_app_id, push_key_mismatch, push_plaintext, …): each means users cannot log in.",
+	}, []string{"reason"})
 	evictions = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "store_evictions_total",
 		Help: "Entries the embedded store dropped before they expired, to make room (pending logins and OAuth states; never logouts).",
@@ -70,7 +74,7 @@ var (
 
 	allCollectors = []prometheus.Collector{
 		scenesCreated, scans, duplicatePushes, pushRejections, logins, loginsDenied, logouts, wechatFailures,
-		wechatCalls, waiting, limited, evictions,
+		wechatCalls, waiting, limited, evictions, misconfigured,
 	}
 )
 
@@ -104,6 +108,9 @@ func (promMetrics) Limited(what string)        { limited.WithLabelValues(what).I
 func (promMetrics) WeChatCall(endpoint, outcome string, took time.Duration) {
 	wechatCalls.WithLabelValues(endpoint, outcome).Observe(took.Seconds())
 }
+
+// Misconfigured implements middleware.MisconfigurationMetrics.
+func (promMetrics) Misconfigured(reason string) { misconfigured.WithLabelValues(reason).Inc() }
 
 // embeddedStores tracks the embedded stores of this process for the
 // evictions counter, which must only ever grow: a store's count is kept when

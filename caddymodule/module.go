@@ -59,8 +59,19 @@ type Handler struct {
 
 	// Prefix of the module's own routes. Default /wechat.
 	Prefix string `json:"prefix,omitempty"`
-	// SessionTTL is how long a login lasts. Default 24h.
+	// SessionTTL is how long a login lasts (with SessionRefresh, from the
+	// latest refresh). Default 24h.
 	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// SessionRefresh re-issues the cookie of a session in use once this
+	// much time has passed since it was issued, valid for SessionTTL from
+	// then, same session; never past SessionMaxAge from the login. Shorter
+	// than SessionTTL; default none. Behind forward_auth the refreshed
+	// cookie does not reach the browser (see middleware.Config).
+	SessionRefresh caddy.Duration `json:"session_refresh,omitempty"`
+	// SessionMaxAge is the longest a session lasts from its login, however
+	// often refreshed; older sessions are refused. Required with
+	// SessionRefresh (and then longer than SessionTTL); default SessionTTL.
+	SessionMaxAge caddy.Duration `json:"session_max_age,omitempty"`
 	// QRTTL is how long a login QR code can be scanned. Default 5m.
 	QRTTL caddy.Duration `json:"qr_ttl,omitempty"`
 
@@ -84,6 +95,19 @@ type Handler struct {
 	AllowUnionIDs []string `json:"allow_unionids,omitempty"`
 	// RedirectHosts may be targets of `next` besides this site's paths.
 	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+	// CookieDomain shares the session cookie with every host under this
+	// domain (__Secure- prefix over HTTPS); other hosts get host-only
+	// cookies. See middleware.Config.CookieDomain.
+	CookieDomain string `json:"cookie_domain,omitempty"`
+	// PublicOrigin is this site's origin as browsers see it, for
+	// redirect_uris, handoffs and cookies, whatever Host a proxy passed.
+	PublicOrigin string `json:"public_origin,omitempty"`
+	// LoginHost is the origin of the login host that logs users in for
+	// this site, which then needs no WeChat app, only session_key.
+	LoginHost string `json:"login_host,omitempty"`
+	// HandoffTo lists, on a login host, the origins of the sites it may
+	// log users in to.
+	HandoffTo []string `json:"handoff_to,omitempty"`
 	// ConfirmInChat makes a QR scan ask the user, in the chat, to confirm
 	// the login (naming the asking browser) before it completes.
 	ConfirmInChat bool `json:"confirm_in_chat,omitempty"`
@@ -98,8 +122,18 @@ type Handler struct {
 	// built-in JSON and refusal page.
 	UseHandleErrors bool `json:"use_handle_errors,omitempty"`
 	// UserID chooses what {http.auth.user.id} holds: "openid" (default) or
-	// "unionid" (falling back to the openid when there is none).
+	// "unionid" (falling back to the openid when there is none), and what
+	// the user headers of ForwardUserHeaders carry (with no fallback: a user
+	// without a unionid gets no user header).
 	UserID string `json:"user_id,omitempty"`
+	// ForwardUserHeaders also sends the user (see UserID) to the next
+	// handler in X-Forwarded-User, X-Auth-Request-User and Remote-User.
+	// Client-sent copies of those headers are removed with or without it.
+	ForwardUserHeaders bool `json:"forward_user_headers,omitempty"`
+	// StripSessionCookie keeps this module's cookies (the session and the
+	// login-binding cookies) out of the Cookie header the next handler
+	// sees; other cookies pass unchanged.
+	StripSessionCookie bool `json:"strip_session_cookie,omitempty"`
 
 	// QRRateLimit is how many QR codes one client IP may create per minute
 	// (default 10), QRRateBurst how many at once (default 5).
@@ -189,8 +223,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	cfg.Store = h.shared.store
 	cfg.Notifier = h.shared.notifier
 	if storeCfg.kind == "memory" {
-		if cfg.Revocations, err = h.revocations(storeCfg.revocationFile, cfg.AppID); err != nil {
+		app := cfg.AppID
+		if app == "" { // a site with website login only
+			app = cfg.OpenAppID
+		}
+		if cfg.Revocations, err = h.revocations(storeCfg.revocationFile, app); err != nil {
 			return err
+		}
+		if cfg.CookieDomain != "" {
+			// The list is pooled per app, so every site block of this
+			// process with the same app shares it; no other process sees it.
+			h.logger.Info("cookie_domain with the embedded store: a logout holds on every site of this Caddy with the same app; hosts under the domain served by another Caddy need store redis to share logouts")
 		}
 	}
 	cfg.TokenSource = h.shared.tokens(cfg)
@@ -235,8 +278,15 @@ func (h *Handler) Validate() error {
 	if time.Duration(h.SessionTTL) > maxSessionTTL {
 		return fmt.Errorf("session_ttl %v is longer than the maximum of %v", time.Duration(h.SessionTTL), maxSessionTTL)
 	}
+	// A logout of a refreshed session is kept until its max age has passed.
+	if time.Duration(h.SessionMaxAge) > maxSessionTTL {
+		return fmt.Errorf("session_max_age %v is longer than the maximum of %v", time.Duration(h.SessionMaxAge), maxSessionTTL)
+	}
 	if h.Sandbox && (h.AppID != "" || h.AppSecret != "" || h.APIBase != "" || h.OAuthBase != "" || h.MPBase != "") {
 		return errors.New("sandbox cannot be combined with app_id, app_secret or the *_base options: it replaces WeChat entirely")
+	}
+	if h.Sandbox && h.LoginHost != "" {
+		return errors.New("sandbox cannot be combined with login_host: a site with a login host has no WeChat of its own, fake or real")
 	}
 	return nil
 }
@@ -253,6 +303,8 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 		Methods:              h.Methods,
 		OAuthScope:           h.Scope,
 		SessionTTL:           time.Duration(h.SessionTTL),
+		SessionRefresh:       time.Duration(h.SessionRefresh),
+		SessionMaxAge:        time.Duration(h.SessionMaxAge),
 		SceneTTL:             time.Duration(h.QRTTL),
 		SiteName:             h.SiteName,
 		LogoURL:              h.Logo,
@@ -261,6 +313,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 		PublicPaths:          h.PublicPaths,
 		AllowedOpenIDs:       h.AllowOpenIDs,
 		AllowedUnionIDs:      h.AllowUnionIDs,
+		UserID:               h.UserID,
+		UserHeaders:          h.ForwardUserHeaders,
+		StripSessionCookie:   h.StripSessionCookie,
 		RedirectHosts:        h.RedirectHosts,
 		FetchUnionID:         h.FetchUnionID,
 		ConfirmInChat:        h.ConfirmInChat,
@@ -290,6 +345,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 		{"api_base", h.APIBase, &cfg.Endpoint.API},
 		{"oauth_base", h.OAuthBase, &cfg.Endpoint.Authorize},
 		{"mp_base", h.MPBase, &cfg.Endpoint.MP},
+		{"cookie_domain", h.CookieDomain, &cfg.CookieDomain},
+		{"public_origin", h.PublicOrigin, &cfg.PublicOrigin},
+		{"login_host", h.LoginHost, &cfg.LoginHost},
 	} {
 		if *f.out, err = resolve(f.in); err != nil {
 			return cfg, sc, fmt.Errorf("%s: %w", f.name, err)
@@ -305,6 +363,13 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 			return cfg, sc, fmt.Errorf("login_template: %w", err)
 		}
 		cfg.LoginTemplate = string(tmpl)
+	}
+	for i, o := range h.HandoffTo {
+		v, err := resolve(o)
+		if err != nil {
+			return cfg, sc, fmt.Errorf("handoff_to %d: %w", i+1, err)
+		}
+		cfg.HandoffTo = append(cfg.HandoffTo, v)
 	}
 	for i, k := range h.SessionKeys {
 		v, err := resolve(k)
@@ -349,6 +414,9 @@ var options = map[string]string{
 	"SessionKeys":     "session_key",
 	"Prefix":          "prefix",
 	"SessionTTL":      "session_ttl",
+	"SessionRefresh":  "session_refresh",
+	"SessionMaxAge":   "session_max_age",
+	"UserID":          "user_id",
 	"SceneTTL":        "qr_ttl",
 	"SiteName":        "site_name",
 	"LogoURL":         "logo",
@@ -359,6 +427,10 @@ var options = map[string]string{
 	"AllowedOpenIDs":  "allow_openids",
 	"AllowedUnionIDs": "allow_unionids",
 	"RedirectHosts":   "redirect_hosts",
+	"CookieDomain":    "cookie_domain",
+	"PublicOrigin":    "public_origin",
+	"LoginHost":       "login_host",
+	"HandoffTo":       "handoff_to",
 	"QRRateLimit":     "qr_rate_limit",
 	"QRRateBurst":     "qr_rate_burst",
 	"QRCeiling":       "qr_ceiling",
@@ -444,7 +516,10 @@ func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handler does, so the access log's user_id and {http.auth.user.*} work.
 func setPlaceholders(repl *caddy.Replacer, id middleware.Identity, userID string) {
 	uid := id.OpenID
-	if userID == "unionid" && id.UnionID != "" {
+	if userID == "unionid" {
+		// Never the openid in its place: the middleware refuses logins
+		// without a unionid in this mode, and an application keyed by
+		// unionid must not be handed an openid for one.
 		uid = id.UnionID
 	}
 	repl.Set("http.auth.user.id", uid)

@@ -72,8 +72,34 @@ type Config struct {
 	// Default "/wechat".
 	Prefix string
 
-	// SessionTTL is how long a login lasts. Default 24h.
+	// SessionTTL is how long a login lasts, or with SessionRefresh, how
+	// long a session lasts from its latest refresh. Default 24h.
 	SessionTTL time.Duration
+
+	// SessionRefresh keeps sessions that are in use alive: when a session
+	// is used (a request through the gate, or {prefix}/userinfo) once this
+	// much time has passed since its cookie was issued, the cookie is
+	// issued again, valid for SessionTTL from then, under the same session
+	// id (so a logout still ends every copy of it) and never past
+	// SessionMaxAge from the login. It must be shorter than SessionTTL, and
+	// needs a SessionMaxAge longer than SessionTTL. Zero, the default,
+	// never refreshes: a session ends SessionTTL after the login, used or
+	// not.
+	//
+	// The refreshed cookie rides on the response to the request that used
+	// the session. {prefix}/auth answers a proxy, not the browser: behind
+	// Caddy's forward_auth, which passes no header of a successful auth
+	// response back to the browser, sessions are refreshed only by requests
+	// that reach the middleware itself (such as {prefix}/userinfo).
+	SessionRefresh time.Duration
+
+	// SessionMaxAge is how long a session can last from its login, however
+	// often it is refreshed: no refresh carries it further, and a session
+	// older than this is refused. A logout of a session that can be
+	// refreshed is kept until this bound has passed. At least SessionTTL;
+	// required with SessionRefresh, and without it no longer than
+	// SessionTTL, since nothing else extends a session. Default SessionTTL.
+	SessionMaxAge time.Duration
 
 	// SceneTTL is how long a QR code can be scanned. Default 5 minutes,
 	// at most 30 minutes.
@@ -102,9 +128,76 @@ type Config struct {
 	AllowedOpenIDs  []string
 	AllowedUnionIDs []string
 
+	// UserID is how the site knows a person: "openid" (the default; one
+	// per app, so website login and the Official Account give the same
+	// person two) or "unionid" (one per person across every app bound to
+	// the same Open Platform account). It is what UserHeaders carry. With
+	// "unionid", every login must come with a unionid and none falls back
+	// to the openid: QR logins look it up (cgi-bin/user/info, as
+	// FetchUnionID does), website login and snsapi_userinfo get it from
+	// WeChat, and a login WeChat gives none for (an app not bound to an
+	// Open Platform account; snsapi_base mostly) is refused with a page
+	// that says why.
+	UserID string
+
+	// UserHeaders also passes the user to the wrapped handler in the
+	// headers that applications behind other authentication proxies
+	// already read: X-Forwarded-User, X-Auth-Request-User and Remote-User,
+	// each carrying the user's UserID. With UserID "unionid", a user
+	// without a unionid gets none of them, never the openid in its place:
+	// an application keyed by unionid must not take an openid for one. The
+	// X-WeChat-* headers are set either way.
+	//
+	// Copies of these headers sent by the client are removed whether or
+	// not this is set, in any spelling, like the X-WeChat-* headers: no
+	// client may name a user to the application.
+	UserHeaders bool
+
+	// StripSessionCookie removes the middleware's own cookies (the
+	// session, and the login-binding cookies, under every name they can
+	// have) from the Cookie header of requests passed to the wrapped
+	// handler, leaving the application's cookies as they were. The
+	// application then never holds a session it could leak or replay;
+	// it gets the identity from the headers and the request's context.
+	StripSessionCookie bool
+
 	// RedirectHosts are hosts (exact "host[:port]", or "*.example.com" for
 	// subdomains) that `next` may point to besides same-origin paths.
 	RedirectHosts []string
+
+	// CookieDomain shares logins between the subdomains of one domain
+	// ("example.com"): on a request for a host at or under it
+	// (a.example.com), the session cookie is set for the whole domain,
+	// named with the __Secure- prefix over HTTPS instead of __Host-, so a
+	// login on a.example.com serves b.example.com too. A request for any
+	// other host gets a host-only cookie, as without it. The login-binding
+	// cookies stay host-only. Every site under the domain must use the
+	// same SessionKeys and share logouts (one process, or a shared Store),
+	// and every host under it can read and set the cookie, so all of them
+	// must be trusted.
+	CookieDomain string
+
+	// PublicOrigin is this site's origin as browsers see it, such as
+	// "https://login.example.com": redirect_uris, handoffs and cookie
+	// attributes follow it instead of the scheme and Host of each request,
+	// which a proxy in front may change. For a site served under one name.
+	PublicOrigin string
+
+	// LoginHost is the origin of another site, running this middleware
+	// with HandoffTo listing this site, that logs users in for this one:
+	// browsers without a session are sent to its login page, and come back
+	// to {Prefix}/handoff with a sealed, single-use handoff that starts
+	// this site's own session. The site then has no WeChat app of its
+	// own (AppID, AppSecret, PushToken, EncodingAESKey, OpenAppID,
+	// OpenAppSecret and Methods stay empty), needs the login host's first
+	// session key among its SessionKeys, and the same Prefix.
+	LoginHost string
+
+	// HandoffTo, on a login host, lists the origins ("https://shop.example.net")
+	// of the sites it may log users in to, compared exactly (scheme, host
+	// and port). Their hosts are also allowed as next, like RedirectHosts,
+	// so that a logout everywhere can return to the site it began on.
+	HandoffTo []string
 
 	// SiteName is shown on the login page and in the chat reply after a
 	// scan. Default "this site".
@@ -313,23 +406,20 @@ type parts struct {
 // needs, or a *ConfigError naming the first invalid field.
 func (c Config) prepare() (Config, parts, error) {
 	var p parts
-	if c.AppID == "" {
-		return c, p, fieldError("AppID", "is required")
+	if err := c.handoffOptions(); err != nil {
+		return c, p, err
 	}
-	if c.AppSecret == "" && c.TokenSource == nil {
-		return c, p, fieldError("AppSecret", "is required (or a TokenSource)")
-	}
-	if c.PushToken == "" {
-		return c, p, fieldError("PushToken", "is required (the push token from the Official Account's server settings)")
-	}
-	if !validPushToken(c.PushToken) {
-		return c, p, fieldError("PushToken", "must be 3 to 32 letters and digits, as WeChat's server settings page requires")
+	// A site with a LoginHost has no WeChat app: handoffOptions made sure.
+	if c.LoginHost == "" {
+		if err := c.oauthDefaults(); err != nil {
+			return c, p, err
+		}
+		if err := c.accountDefaults(); err != nil {
+			return c, p, err
+		}
 	}
 	var err error
 	if p.crypter, err = c.crypter(); err != nil {
-		return c, p, err
-	}
-	if err := c.oauthDefaults(); err != nil {
 		return c, p, err
 	}
 	if err := c.checkSessionKeys(); err != nil {
@@ -343,6 +433,16 @@ func (c Config) prepare() (Config, parts, error) {
 	}
 	if c.SessionTTL, err = positiveOr("SessionTTL", c.SessionTTL, defaultSessionTTL); err != nil {
 		return c, p, err
+	}
+	if err := c.sessionLifetime(); err != nil {
+		return c, p, err
+	}
+	switch c.UserID {
+	case "":
+		c.UserID = "openid"
+	case "openid", "unionid":
+	default:
+		return c, p, fieldError("UserID", "must be openid or unionid, not %q", c.UserID)
 	}
 	if c.SceneTTL, err = positiveOr("SceneTTL", c.SceneTTL, defaultSceneTTL); err != nil {
 		return c, p, err
@@ -409,6 +509,33 @@ func (c Config) prepare() (Config, parts, error) {
 		c.Metrics = nopMetrics{}
 	}
 	return c, p, nil
+}
+
+// sessionLifetime checks SessionRefresh and SessionMaxAge against
+// SessionTTL, which is already defaulted, and defaults SessionMaxAge. The
+// reasons speak of the session's lifetime rather than of SessionTTL, so that
+// they read right under the names a caller gives these settings.
+func (c *Config) sessionLifetime() error {
+	switch {
+	case c.SessionRefresh < 0:
+		return fieldError("SessionRefresh", "must not be negative")
+	case c.SessionRefresh >= c.SessionTTL:
+		return fieldError("SessionRefresh", "%v must be shorter than the session lifetime (%v)", c.SessionRefresh, c.SessionTTL)
+	case c.SessionMaxAge < 0:
+		return fieldError("SessionMaxAge", "must not be negative")
+	case c.SessionMaxAge == 0 && c.SessionRefresh > 0:
+		return fieldError("SessionMaxAge", "is required with session refresh: it is the longest a refreshed session lasts from its login")
+	case c.SessionMaxAge == 0:
+		c.SessionMaxAge = c.SessionTTL
+		return nil
+	case c.SessionMaxAge < c.SessionTTL:
+		return fieldError("SessionMaxAge", "%v must not be shorter than the session lifetime (%v)", c.SessionMaxAge, c.SessionTTL)
+	case c.SessionMaxAge == c.SessionTTL && c.SessionRefresh > 0:
+		return fieldError("SessionMaxAge", "%v must be longer than the session lifetime (%v), or no refresh can extend a session", c.SessionMaxAge, c.SessionTTL)
+	case c.SessionMaxAge > c.SessionTTL && c.SessionRefresh == 0:
+		return fieldError("SessionMaxAge", "%v is longer than the session lifetime (%v), which only session refresh extends", c.SessionMaxAge, c.SessionTTL)
+	}
+	return nil
 }
 
 // crypter checks the message keys and makes the crypter for encrypted
@@ -494,6 +621,39 @@ func (c *Config) loginPage() (*loginpage.Renderer, error) {
 	return newLoginPage(*c)
 }
 
+// accountDefaults checks the apps against the methods they serve. The
+// Official Account (AppID, AppSecret) is needed by QR and in-WeChat logins,
+// and its push token by QR logins, whose scans WeChat pushes; a site that
+// offers website login only needs the website app and none of these, and
+// then makes no Official Account call at all.
+func (c *Config) accountDefaults() error {
+	official := c.enabled(MethodQR) || c.enabled(MethodOAuth)
+	if !official {
+		for _, f := range []struct{ name, v string }{{"AppID", c.AppID}, {"AppSecret", c.AppSecret}, {"PushToken", c.PushToken}, {"EncodingAESKey", c.EncodingAESKey}} {
+			if f.v != "" {
+				return fieldError(f.name, "is set but no login method uses the Official Account (Methods has neither qr nor oauth)")
+			}
+		}
+		return nil
+	}
+	if c.AppID == "" {
+		return fieldError("AppID", "is required")
+	}
+	if c.AppSecret == "" && c.TokenSource == nil {
+		return fieldError("AppSecret", "is required (or a TokenSource)")
+	}
+	if c.PushToken == "" && c.enabled(MethodQR) {
+		return fieldError("PushToken", "is required (the push token from the Official Account's server settings)")
+	}
+	if c.PushToken != "" && !validPushToken(c.PushToken) {
+		return fieldError("PushToken", "must be 3 to 32 letters and digits, as WeChat's server settings page requires")
+	}
+	if c.PushToken == "" && c.EncodingAESKey != "" {
+		return fieldError("EncodingAESKey", "is set without PushToken: pushes need both")
+	}
+	return nil
+}
+
 // oauthDefaults fills in and checks Methods, OAuthScope and the website app.
 func (c *Config) oauthDefaults() error {
 	if c.OAuthScope == "" {
@@ -507,6 +667,10 @@ func (c *Config) oauthDefaults() error {
 		return fieldError("OpenAppSecret", "is missing: a website app needs its id and its secret")
 	case c.OpenAppID == "" && c.OpenAppSecret != "":
 		return fieldError("OpenAppID", "is missing: a website app needs its id and its secret")
+	}
+	if len(c.Methods) == 0 && c.AppID == "" && c.OpenAppID != "" {
+		// Only a website app: a site with website login alone.
+		c.Methods = []string{MethodOpen}
 	}
 	if len(c.Methods) == 0 {
 		c.Methods = []string{MethodQR, MethodOAuth}

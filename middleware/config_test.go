@@ -69,6 +69,18 @@ func TestConfigValidation(t *testing.T) {
 		{"negative ceiling", func(c *Config) { c.QRCeiling = -1 }, "QRCeiling", -1, "QRCeiling must not be negative"},
 		{"negative MaxWaiting", func(c *Config) { c.MaxWaiting = -1 }, "MaxWaiting", -1, "MaxWaiting must not be negative"},
 		{"broken template", func(c *Config) { c.LoginTemplate = "{{.Broken" }, "LoginTemplate", -1, "LoginTemplate does not parse"},
+		{"valid refresh", func(c *Config) { c.SessionRefresh, c.SessionMaxAge = time.Hour, 7*24*time.Hour }, "", -1, ""},
+		{"max age equal to the lifetime", func(c *Config) { c.SessionMaxAge = 24 * time.Hour }, "", -1, ""},
+		{"negative SessionRefresh", func(c *Config) { c.SessionRefresh = -time.Second }, "SessionRefresh", -1, "SessionRefresh must not be negative"},
+		{"refresh as long as the lifetime", func(c *Config) { c.SessionRefresh, c.SessionMaxAge = 24*time.Hour, 48*time.Hour }, "SessionRefresh", -1, "SessionRefresh 24h0m0s must be shorter than the session lifetime (24h0m0s)"},
+		{"refresh longer than a set lifetime", func(c *Config) { c.SessionTTL, c.SessionRefresh, c.SessionMaxAge = time.Hour, 2*time.Hour, 3*time.Hour }, "SessionRefresh", -1, "SessionRefresh 2h0m0s must be shorter than the session lifetime (1h0m0s)"},
+		{"refresh without max age", func(c *Config) { c.SessionRefresh = time.Hour }, "SessionMaxAge", -1, "SessionMaxAge is required with session refresh"},
+		{"negative SessionMaxAge", func(c *Config) { c.SessionMaxAge = -time.Hour }, "SessionMaxAge", -1, "SessionMaxAge must not be negative"},
+		{"max age shorter than the lifetime", func(c *Config) { c.SessionMaxAge = time.Hour }, "SessionMaxAge", -1, "SessionMaxAge 1h0m0s must not be shorter than the session lifetime (24h0m0s)"},
+		{"refresh that extends nothing", func(c *Config) { c.SessionRefresh, c.SessionMaxAge = time.Hour, 24*time.Hour }, "SessionMaxAge", -1, "SessionMaxAge 24h0m0s must be longer than the session lifetime"},
+		{"max age without refresh", func(c *Config) { c.SessionMaxAge = 48 * time.Hour }, "SessionMaxAge", -1, "which only session refresh extends"},
+		{"unionid as user id", func(c *Config) { c.UserID, c.UserHeaders = "unionid", true }, "", -1, ""},
+		{"bad UserID", func(c *Config) { c.UserID = "email" }, "UserID", -1, `UserID must be openid or unionid, not "email"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +98,12 @@ func TestConfigValidation(t *testing.T) {
 				defer m.Close()
 				if m.cfg.Prefix != "/wechat" || m.cfg.SceneTTL != 5*time.Minute || m.cfg.SessionTTL != 24*time.Hour {
 					t.Fatalf("defaults not applied: %+v", m.cfg)
+				}
+				if m.cfg.SessionMaxAge < m.cfg.SessionTTL || m.cfg.SessionRefresh == 0 && m.cfg.SessionMaxAge != m.cfg.SessionTTL {
+					t.Fatalf("SessionMaxAge %v with SessionTTL %v and SessionRefresh %v", m.cfg.SessionMaxAge, m.cfg.SessionTTL, m.cfg.SessionRefresh)
+				}
+				if m.cfg.UserID != "openid" && m.cfg.UserID != "unionid" {
+					t.Fatalf("UserID %q", m.cfg.UserID)
 				}
 				return
 			}

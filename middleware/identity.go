@@ -25,6 +25,22 @@ const (
 	HeaderLoginMethod = "X-WeChat-Login-Method"
 )
 
+// User headers, set on requests passed to the wrapped handler with
+// Config.UserHeaders: the names other authentication proxies (oauth2-proxy,
+// Authelia, nginx auth_request setups) pass the user in, each carrying the
+// user's Config.UserID. Copies sent by the client are always removed, with
+// or without the option.
+const (
+	HeaderForwardedUser   = "X-Forwarded-User"
+	HeaderAuthRequestUser = "X-Auth-Request-User"
+	HeaderRemoteUser      = "Remote-User"
+)
+
+// userHeaders are the user headers, in the spelling stripIdentityHeaders
+// compares names in: lower case, with '-' standing for any character that
+// is not a letter or a digit.
+var userHeaders = [...]string{"x-forwarded-user", "x-auth-request-user", "remote-user"}
+
 // Identity is the logged-in WeChat user.
 type Identity struct {
 	AppID   string `json:"app_id"`
@@ -53,8 +69,9 @@ func IdentityFromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
-// setIdentityHeaders replaces any client-sent identity headers with id's.
-func setIdentityHeaders(h http.Header, id Identity) {
+// setIdentityHeaders replaces any client-sent identity headers with id's,
+// and adds the user headers when Config.UserHeaders asks for them.
+func (m *Middleware) setIdentityHeaders(h http.Header, id Identity) {
 	stripIdentityHeaders(h)
 	h.Set(HeaderOpenID, id.OpenID)
 	h.Set(HeaderAppID, id.AppID)
@@ -62,19 +79,65 @@ func setIdentityHeaders(h http.Header, id Identity) {
 	if id.UnionID != "" {
 		h.Set(HeaderUnionID, id.UnionID)
 	}
+	if !m.cfg.UserHeaders {
+		return
+	}
+	// Never the openid for a missing unionid: the application would take
+	// it for a unionid.
+	user := id.OpenID
+	if m.cfg.UserID == "unionid" {
+		user = id.UnionID
+	}
+	if user == "" {
+		return
+	}
+	for _, k := range []string{HeaderForwardedUser, HeaderAuthRequestUser, HeaderRemoteUser} {
+		h.Set(k, user)
+	}
 }
 
-// stripIdentityHeaders removes every header in the X-WeChat- namespace, in
-// any spelling: CGI, PHP and many frameworks read "X_WeChat_OpenID" and
-// "X.WeChat.OpenID" as the same variable as X-WeChat-OpenID
-// (HTTP_X_WECHAT_OPENID), and net/http does not canonicalise names with
-// underscores or dots, so deleting the canonical names alone is not enough.
+// stripIdentityHeaders removes every header in the X-WeChat- namespace and
+// every user header, in any spelling: CGI, PHP and many frameworks read
+// "X_WeChat_OpenID" and "X.WeChat.OpenID" as the same variable as
+// X-WeChat-OpenID (HTTP_X_WECHAT_OPENID), and "Remote_User" as Remote-User,
+// and net/http does not canonicalise names with underscores or dots, so
+// deleting the canonical names alone is not enough.
 func stripIdentityHeaders(h http.Header) {
 	for k := range h {
-		if isIdentityHeaderName(k) {
+		if isIdentityHeaderName(k) || isUserHeaderName(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// isUserHeaderName reports whether a header name reads as one of the user
+// headers once letters are lower-cased and every other character is taken
+// as a separator.
+func isUserHeaderName(k string) bool {
+	for _, want := range userHeaders {
+		if len(k) == len(want) && sameSpelling(k, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameSpelling reports whether k reads as want, a lower-case name of the
+// same length whose '-' stand for any character but a letter or a digit.
+func sameSpelling(k, want string) bool {
+	for i := 0; i < len(want); i++ {
+		c := k[i]
+		if want[i] == '-' {
+			if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+				return false
+			}
+			continue
+		}
+		if c|0x20 != want[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // isIdentityHeaderName reports whether a header name reads as
@@ -82,22 +145,7 @@ func stripIdentityHeaders(h http.Header) {
 // taken as a separator.
 func isIdentityHeaderName(k string) bool {
 	const ns = "x-wechat-"
-	if len(k) < len(ns) {
-		return false
-	}
-	for i := 0; i < len(ns); i++ {
-		c := k[i]
-		if ns[i] == '-' {
-			if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-				return false
-			}
-			continue
-		}
-		if c|0x20 != ns[i] {
-			return false
-		}
-	}
-	return true
+	return len(k) >= len(ns) && sameSpelling(k[:len(ns)], ns)
 }
 
 // logID shortens an openid (or any identifier) for logs: enough to correlate

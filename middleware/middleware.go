@@ -3,12 +3,13 @@
 //
 // It serves its own routes under a prefix (default /wechat): the login page,
 // QR-code creation, long-poll and Server-Sent-Events status, WeChat's push
-// callback, user info, a forward-auth endpoint and logout. Every other request
-// needs a session: browsers without one are sent to the login page, other
-// clients get 401. Requests with a session reach the wrapped handler with the
-// user's identity on the context (IdentityFromContext) and in the
-// X-WeChat-* request headers, which are always stripped from what the client
-// sent.
+// callback, user info, a forward-auth endpoint, a readiness probe and logout
+// (by POST, or by a link that no other site can make work). Every other
+// request needs a session: browsers without one are sent to the login page,
+// other clients get 401. Requests with a session reach the wrapped handler
+// with the user's identity on the context (IdentityFromContext) and in the
+// X-WeChat-* request headers, which are always stripped from what the
+// client sent.
 //
 // The QR flow: the browser asks for a login scene, shows its QR code and
 // waits; the user scans it with WeChat; WeChat pushes a signed, normally
@@ -24,12 +25,16 @@
 package middleware
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -74,6 +79,11 @@ type Middleware struct {
 	metrics   Metrics
 	page      *loginpage.Renderer
 	public    publicPaths
+	// handoffs seals (on a login host) and opens (on a site with a
+	// LoginHost) logins handed to other sites; handoffTo holds the
+	// canonical HandoffTo origins.
+	handoffs  *session.Handoffs
+	handoffTo map[string]bool
 
 	done      chan struct{} // closed by Close: waiting requests end
 	closeOnce sync.Once
@@ -100,7 +110,14 @@ func New(cfg Config) (*Middleware, error) {
 	m.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
-	if m.crypter == nil || cfg.AllowPlaintextPushes {
+	if cfg.PublicOrigin != "" {
+		// Behind a proxy that passes another Host, the browser's Origin is
+		// still this one.
+		if err := m.csrf.AddTrustedOrigin(cfg.PublicOrigin); err != nil {
+			return nil, fieldError("PublicOrigin", "%v", err)
+		}
+	}
+	if cfg.PushToken != "" && (m.crypter == nil || cfg.AllowPlaintextPushes) {
 		m.log.Warn("WeChat pushes are accepted in plaintext (no EncodingAESKey, or AllowPlaintextPushes): their signature does not cover the message, which is only right for WeChat test accounts; use encrypted (safe) mode with an EncodingAESKey in production")
 	}
 	m.wc = &wechat.Client{
@@ -131,6 +148,10 @@ func New(cfg Config) (*Middleware, error) {
 		m.notifier = &LocalNotifier{}
 	}
 	if err := m.setUpSessions(); err != nil {
+		_ = m.Close()
+		return nil, err
+	}
+	if err := m.setUpHandoffs(); err != nil {
 		_ = m.Close()
 		return nil, err
 	}
@@ -202,6 +223,7 @@ func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next 
 		return nil
 	}
 	if m.public.match(r.URL) {
+		m.stripOwnCookies(r)
 		next.ServeHTTP(w, r)
 		return nil
 	}
@@ -213,11 +235,12 @@ func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next 
 	if err != nil {
 		return m.unauthenticated(w, r)
 	}
-	id := identityOf(rec)
-	if !m.allowed(id) {
+	if !m.allowed(identityOf(rec)) {
 		return &AccessError{Status: http.StatusForbidden}
 	}
-	setIdentityHeaders(r.Header, id)
+	id := identityOf(m.refreshSession(w, r, rec))
+	m.setIdentityHeaders(r.Header, id)
+	m.stripOwnCookies(r)
 	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), id)))
 	return nil
 }
@@ -237,10 +260,17 @@ func (m *Middleware) WriteAccessError(w http.ResponseWriter, r *http.Request, er
 }
 
 func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, next http.Handler) {
+	if m.cfg.LoginHost != "" && m.serveHandoffSite(w, r, sub) {
+		return
+	}
 	switch sub {
 	case "/login", "", "/":
 		m.serveLogin(w, r)
 	case "/qr":
+		if !m.cfg.enabled(MethodQR) {
+			writeError(w, http.StatusNotFound, "QR login is not enabled on this site")
+			return
+		}
 		m.csrf.Handler(http.HandlerFunc(m.handleCreateQR)).ServeHTTP(w, r)
 	case "/qr.svg":
 		m.handleQRImage(w, r)
@@ -249,6 +279,12 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 	case "/events":
 		m.handleEvents(w, r)
 	case "/callback":
+		if m.cfg.PushToken == "" {
+			// No push token, nothing can be verified: this site takes no
+			// pushes (it offers no QR login).
+			writeError(w, http.StatusNotFound, "this site takes no WeChat pushes")
+			return
+		}
 		m.handleCallback(w, r, next)
 	case "/userinfo":
 		m.handleUserInfo(w, r)
@@ -259,7 +295,17 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 	case "/oauth/callback":
 		m.oauth.Callback(w, r)
 	case "/logout":
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			m.handleLogoutLink(w, r)
+			return
+		}
 		m.csrf.Handler(http.HandlerFunc(m.handleLogout)).ServeHTTP(w, r)
+	case "/ready":
+		m.handleReady(w, r)
+	case "/handoff":
+		m.handleHandoff(w, r)
+	case "/handoff/start":
+		m.handleHandoffStart(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "no such route")
 	}
@@ -292,6 +338,14 @@ func (m *Middleware) unauthenticated(w http.ResponseWriter, r *http.Request) *Ac
 	if !wantsHTML(r) {
 		return &AccessError{Status: http.StatusUnauthorized, LoginURL: login}
 	}
+	if m.cfg.LoginHost != "" {
+		next, ok := m.redirects.Next([]string{back})
+		if !ok {
+			next = "/"
+		}
+		m.beginHandoff(w, r, next)
+		return nil
+	}
 	if next, ok := m.redirects.Next([]string{back}); ok && m.oauth.AutoStart(w, r, next) {
 		return nil
 	}
@@ -315,63 +369,197 @@ func (m *Middleware) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		m.storeFailure(w, "check session", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, identityOf(rec))
-}
-
-// handleAuth serves GET {prefix}/auth for forward_auth and nginx
-// auth_request: 200 with the identity headers, or 401 (403 for someone not
-// on the allowlist).
-func (m *Middleware) handleAuth(w http.ResponseWriter, r *http.Request) {
-	rec, err := m.sessions.Get(r)
-	switch {
-	case errors.Is(err, session.ErrNone):
-		writeError(w, http.StatusUnauthorized, "not logged in")
-		return
-	case err != nil:
-		m.storeFailure(w, "check session", err)
-		return
-	case !m.allowed(identityOf(rec)):
-		writeError(w, http.StatusForbidden, "this WeChat account is not allowed here")
-		return
-	}
-	setIdentityHeaders(w.Header(), identityOf(rec))
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	writeJSON(w, http.StatusOK, identityOf(m.refreshSession(w, r, rec)))
 }
 
 // handleLogout serves POST {prefix}/logout: the session is revoked
 // server-side (a copy of the cookie stops working too) and the cookie cleared.
 func (m *Middleware) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
+		methodNotAllowed(w, "GET, POST")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	_ = r.ParseForm()
-	rec, err := m.sessions.Get(r)
-	switch {
-	case err == nil:
-		if err := m.sessions.Revoke(r.Context(), rec.ID, rec.ExpiresAt); err != nil {
-			m.storeFailure(w, "revoke session", err)
-			return
-		}
-		m.log.Info("logout", zap.String("openid", logID(rec.OpenID)))
-		m.metrics.Logout()
-	case !errors.Is(err, session.ErrNone):
-		m.storeFailure(w, "check session", err)
+	if !m.endSession(w, r) {
 		return
 	}
-	m.sessions.Clear(w, r)
 	w.Header().Set("Cache-Control", "no-store")
 	target, ok := m.redirects.Next(r.Form["next"])
 	if !ok {
 		target = "/"
 	}
+	target = m.logoutTarget(r, target, r.Form.Get("everywhere") == "1")
 	if strings.Contains(r.Header.Get("Accept"), "application/json") {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out", "redirect": target})
 		return
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// handleLogoutLink serves GET {prefix}/logout?next=…: a logout from a link
+// or the address bar. A GET must not end a session because another site
+// made the browser send it (an image or a link on a hostile page), and
+// http.CrossOriginProtection lets every GET through. So only a navigation
+// the browser marks as coming from this origin, or from the user alone
+// (Sec-Fetch-Site: none: typed or bookmarked), logs out at once. Any other
+// request (cross-site, same-site, which is another origin, or from a
+// browser that sends no Sec-Fetch-* headers and so cannot tell us) gets a
+// page asking to confirm with a button that POSTs to the protected logout.
+// Either way, next is validated as for a login.
+func (m *Middleware) handleLogoutLink(w http.ResponseWriter, r *http.Request) {
+	next, ok := m.redirects.Next(r.URL.Query()["next"])
+	if !ok {
+		next = "/"
+	}
+	everywhere := r.URL.Query().Get("everywhere") == "1"
+	if r.Method != http.MethodGet || !userNavigation(r) {
+		m.serveLogoutConfirm(w, r, next, everywhere)
+		return
+	}
+	if !m.endSession(w, r) {
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, m.logoutTarget(r, next, everywhere), http.StatusSeeOther)
+}
+
+// userNavigation reports whether the browser says the request is a
+// top-level navigation that this origin or the user started: a link on
+// this site, or an address typed or bookmarked. A subresource or a script's
+// fetch on this origin does not count (a page of the site that shows
+// user content could hold an <img> pointing at the logout), nor does a
+// prefetch, which the browser makes before anyone follows the link.
+func userNavigation(r *http.Request) bool {
+	h := r.Header
+	switch h.Get("Sec-Fetch-Site") {
+	case "same-origin", "none":
+	default:
+		return false
+	}
+	if h.Get("Sec-Fetch-Mode") != "navigate" || h.Get("Sec-Fetch-Dest") != "document" {
+		return false
+	}
+	return !strings.Contains(h.Get("Sec-Purpose"), "prefetch") &&
+		h.Get("Purpose") != "prefetch" && h.Get("X-Moz") != "prefetch"
+}
+
+// logoutConfirm is the page asking a browser that followed a logout link
+// from elsewhere to confirm. It loads nothing, runs no script, and its one
+// form posts to this site.
+var logoutConfirm = template.Must(template.New("logout").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>Log out? · 退出登录？</title>
+<style nonce="{{.Nonce}}">
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;background:#f5f5f5;color:#222;display:flex;min-height:100vh;align-items:center;justify-content:center}
+main{background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.1);padding:2rem;max-width:26rem;margin:1rem;text-align:center}
+h1{font-size:1.2rem;margin:0 0 1rem}
+p{margin:0 0 1.25rem}
+button{font:inherit;padding:.6rem 1.4rem;border:0;border-radius:4px;background:#07c160;color:#fff;cursor:pointer}
+</style>
+</head>
+<body>
+<main>
+<h1>{{.SiteName}}</h1>
+<p>Log out of this site?<br><span lang="zh-CN">要退出登录吗？</span></p>
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="next" value="{{.Next}}">
+{{if .Everywhere}}<input type="hidden" name="everywhere" value="1">
+{{end -}}
+<button type="submit">Log out · <span lang="zh-CN">退出登录</span></button>
+</form>
+</main>
+</body>
+</html>
+`))
+
+// serveLogoutConfirm answers a logout link that is not to be trusted with
+// the confirmation page. Its policy lets the form post to this origin, and
+// to the origin of next when that is another allowed host (or the login
+// host, for a logout everywhere): browsers hold the redirect that follows
+// the post to the same rule.
+func (m *Middleware) serveLogoutConfirm(w http.ResponseWriter, r *http.Request, next string, everywhere bool) {
+	nonce := randomHex(16)
+	var buf bytes.Buffer
+	err := logoutConfirm.Execute(&buf, map[string]any{
+		"Nonce": nonce, "SiteName": m.cfg.SiteName, "Action": m.cfg.Prefix + "/logout", "Next": next,
+		"Everywhere": everywhere && m.cfg.LoginHost != "",
+	})
+	if err != nil {
+		m.pageDone(w, err)
+		return
+	}
+	formAction := "'self'"
+	if u, err := url.Parse(next); err == nil && u.Host != "" && plainOrigin(u.Host) {
+		formAction += " " + u.Scheme + "://" + u.Host
+	}
+	if everywhere && m.cfg.LoginHost != "" {
+		formAction += " " + m.cfg.LoginHost
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action "+formAction+"; base-uri 'none'; frame-ancestors 'none'")
+	// Not no-referrer: under it browsers send "Origin: null" with the
+	// form's POST, which the cross-origin protection must refuse wherever
+	// the browser sends no Sec-Fetch-Site (plain HTTP on a named host).
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+}
+
+// plainOrigin reports whether host holds nothing but what a host and port
+// are made of, so that it cannot change the policy it is written into.
+func plainOrigin(host string) bool {
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-:[]", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// readyKey is the key GET {prefix}/ready reads. Nothing is stored under it:
+// the store answering "not found" is the answer sought.
+const readyKey = "ready-probe"
+
+// readyTimeout bounds the store's answer to a readiness probe, which load
+// balancers wait on for a few seconds at most.
+const readyTimeout = 2 * time.Second
+
+// handleReady serves GET {prefix}/ready, for load balancers and
+// orchestrators: 200 when the store answers (it holds the logins and, with
+// a shared store, the logouts, so without it nothing works), 503 with a
+// short reason otherwise. It needs no login and changes nothing.
+func (m *Middleware) handleReady(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	select {
+	case <-m.done:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "shutting down"})
+		return
+	default:
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if _, err := m.store.Get(ctx, readyKey); err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.log.Warn("not ready: the store does not answer", zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // storeMaxTTL is the longest time to live the middleware asks of its store:

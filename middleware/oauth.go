@@ -50,9 +50,10 @@ func (m *Middleware) newOAuthFlows() *oauthflow.Flows {
 		Login: func(w http.ResponseWriter, r *http.Request, rec session.Record) error {
 			return m.startSession(w, r, identityOf(rec), "")
 		},
-		Metrics: m.metrics,
-		Log:     m.log,
-		Now:     m.cfg.Now,
+		RequireUnionID: m.cfg.UserID == "unionid",
+		Metrics:        m.metrics,
+		Log:            m.log,
+		Now:            m.cfg.Now,
 	}
 	if m.cfg.enabled(MethodOAuth) {
 		cfg.InWeChat = app(m.cfg.AppID, m.cfg.AppSecret)
@@ -63,8 +64,12 @@ func (m *Middleware) newOAuthFlows() *oauthflow.Flows {
 	return oauthflow.New(cfg)
 }
 
-// origin is this site's origin as the browser sees it.
+// origin is this site's origin as the browser sees it: PublicOrigin when
+// set, so that redirect_uris never depend on the Host a proxy passed.
 func (m *Middleware) origin(r *http.Request) string {
+	if m.cfg.PublicOrigin != "" {
+		return m.cfg.PublicOrigin
+	}
 	scheme := "http"
 	if m.isHTTPS(r) {
 		scheme = "https"

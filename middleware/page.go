@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/useragent"
 )
 
 // newLoginPage prepares the HTML pages, with cfg.LoginTemplate in place of
@@ -57,6 +58,8 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 	if sb, ok := loginpage.SandboxFrom(r.Context()); ok {
 		l.SandboxScanURL, l.SandboxUsers = sb.ScanURL, sb.Users
 	}
+	l.NoQR = !m.cfg.enabled(MethodQR)
+	l.Phone = useragent.Phone(r.UserAgent()) && !useragent.InWeChat(r.UserAgent())
 	if m.cfg.enabled(MethodOpen) {
 		l.OpenURL = m.cfg.Prefix + "/oauth/start?method=open&next=" + url.QueryEscape(next)
 	}

@@ -70,6 +70,7 @@ func (m *Middleware) refusePush(w http.ResponseWriter, err error) {
 	if pe.Kind != "" {
 		m.metrics.PushRejected(pe.Kind)
 	}
+	m.pushMisconfigured(pe)
 	writeText(w, pe.Status, pe.Reason)
 }
 

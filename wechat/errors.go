@@ -3,6 +3,7 @@ package wechat
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -30,6 +31,22 @@ const (
 	CodeAPIUnauthorized     = 48001 // no permission for this API (or snsapi_base token on sns/userinfo)
 	CodeIPNotRegistered     = 61004 // IP not whitelisted (wording of newer docs)
 	maxErrMsgLen            = 256
+)
+
+// Errcodes of a wrong setup, which IsConfigError groups: the credentials,
+// and the risky-IP confirmation WeChat may ask of the account's admin
+// before it serves a new server address.
+const (
+	CodeInvalidGrantType      = 40002 // grant_type is not client_credential
+	CodeInvalidAppID          = 40013 // AppID unknown, or not an Official Account's
+	CodeInvalidAppSecret      = 40125 // AppSecret wrong
+	CodeAppSecretFrozen       = 40243 // AppSecret frozen by the admin
+	CodeAppIDMissing          = 41002 // appid missing
+	CodeAppSecretMissing      = 41004 // secret missing
+	CodeIPAwaitingAdmin       = 89501 // the admin has not yet answered WeChat's question about this IP
+	CodeIPNeedsConfirmation   = 89503 // WeChat just asked the admin to confirm calls from this IP
+	CodeIPRejectedTwiceBanned = 89506 // the admin refused this IP twice within 24 h: blocked for 24 h
+	CodeIPRejectedBanned      = 89507 // the admin refused this IP: blocked for 1 h
 )
 
 // ErrResponseTooLarge is returned (wrapped) when WeChat answers with a body
@@ -151,4 +168,68 @@ func cleanErrMsg(s string) string {
 		s = s[:cut] + "…"
 	}
 	return s
+}
+
+// IsConfigError reports whether WeChat refused the call because of how the
+// account, the app or this server is set up: a wrong, missing or frozen
+// AppID or AppSecret (40001 from a token endpoint, 40002, 40013, 40125,
+// 40243, 41002, 41004), a server address that is not on the account's API
+// IP whitelist (40164, 61004) or awaits, or was refused, the admin's
+// confirmation (89501, 89503, 89506, 89507), or an account whose type does
+// not grant the API (48001: parametric QR codes and web authorization are
+// for verified service accounts). Retrying cannot help until someone
+// changes the account's settings or this server's configuration; telling
+// users to try again only sends them in circles.
+//
+// A 40001 from any other API is a stale access_token, which the Client
+// retries by itself, not a configuration problem.
+func IsConfigError(err error) bool {
+	code, ok := ErrorCode(err)
+	if !ok {
+		return false
+	}
+	switch code {
+	case CodeInvalidGrantType, CodeInvalidAppID, CodeInvalidAppSecret, CodeAppSecretFrozen,
+		CodeAppIDMissing, CodeAppSecretMissing,
+		CodeIPNotWhitelisted, CodeIPNotRegistered,
+		CodeIPAwaitingAdmin, CodeIPNeedsConfirmation, CodeIPRejectedTwiceBanned, CodeIPRejectedBanned,
+		CodeAPIUnauthorized:
+		return true
+	case CodeInvalidCredential:
+		return IsTokenEndpointError(err)
+	}
+	return false
+}
+
+// IsTokenEndpointError reports whether err is WeChat's refusal to issue an
+// access_token (cgi-bin/token or cgi-bin/stable_token). There a 40001
+// means the AppSecret is wrong, not that a token went stale.
+func IsTokenEndpointError(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Path == "cgi-bin/token" || e.Path == "cgi-bin/stable_token")
+}
+
+// ReportedIP returns the caller address WeChat names in a 40164 errmsg
+// ("invalid ip 1.2.3.4 ipv6 ::ffff:1.2.3.4, not in whitelist"), the one to
+// add to the IP whitelist, or "" when err carries none. It is for telling
+// the operator only: the errmsg's wording is not a contract, so never
+// branch on it. Only a well-formed IP address is returned.
+func ReportedIP(err error) string {
+	var e *Error
+	if !errors.As(err, &e) {
+		return ""
+	}
+	_, rest, ok := strings.Cut(e.Msg, "invalid ip ")
+	if !ok {
+		return ""
+	}
+	end := strings.IndexAny(rest, " ,;")
+	if end >= 0 {
+		rest = rest[:end]
+	}
+	addr, err := netip.ParseAddr(rest)
+	if err != nil {
+		return ""
+	}
+	return addr.String()
 }

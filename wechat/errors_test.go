@@ -81,3 +81,58 @@ func TestCleanErrMsg(t *testing.T) {
 		t.Errorf("long message cut badly: %d bytes, valid %v", len(long), utf8.ValidString(long))
 	}
 }
+
+// TestIsConfigError: the refusals only a change of setup cures are told
+// apart from transient ones and from a stale token.
+func TestIsConfigError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&Error{Code: 48001, Path: "cgi-bin/qrcode/create"}, true},
+		{&Error{Code: 40164, Path: "cgi-bin/stable_token"}, true},
+		{&Error{Code: 61004}, true},
+		{&Error{Code: 89503}, true},
+		{&Error{Code: 89501}, true},
+		{&Error{Code: 89506}, true},
+		{&Error{Code: 89507}, true},
+		{&Error{Code: 40125, Path: "cgi-bin/stable_token"}, true},
+		{&Error{Code: 40013}, true},
+		{&Error{Code: 40243}, true},
+		{fmt.Errorf("wrapped: %w", &Error{Code: 40001, Path: "cgi-bin/stable_token"}), true},
+		{&Error{Code: 40001, Path: "cgi-bin/token"}, true},
+		{&Error{Code: 40001, Path: "cgi-bin/qrcode/create"}, false}, // a stale token
+		{&Error{Code: 42001, Path: "cgi-bin/qrcode/create"}, false},
+		{&Error{Code: -1}, false},
+		{&Error{Code: 45009}, false},
+		{&Error{Code: 40029}, false},
+		{errors.New("errcode 48001"), false},
+		{nil, false},
+	} {
+		if got := IsConfigError(tc.err); got != tc.want {
+			t.Errorf("IsConfigError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestReportedIP(t *testing.T) {
+	for _, tc := range []struct {
+		msg, want string
+	}{
+		{"invalid ip 1.2.3.4 ipv6 ::ffff:1.2.3.4, not in whitelist, rid: 6650a1b2-1c2d3e4f-5a6b7c8d", "1.2.3.4"},
+		{"invalid ip 2001:db8::1, not in whitelist", "2001:db8::1"},
+		{"invalid ip 203.0.113.9", "203.0.113.9"},
+		{"invalid ip <script>, not in whitelist", ""},
+		{"invalid ip 1.2.3.4.5 ipv6", ""},
+		{"api unauthorized", ""},
+		{"", ""},
+	} {
+		err := fmt.Errorf("x: %w", &Error{Code: 40164, Msg: tc.msg})
+		if got := ReportedIP(err); got != tc.want {
+			t.Errorf("ReportedIP(%q) = %q, want %q", tc.msg, got, tc.want)
+		}
+	}
+	if ReportedIP(errors.New("invalid ip 1.2.3.4")) != "" {
+		t.Error("an IP read from an error that is not WeChat's")
+	}
+}

@@ -110,6 +110,13 @@ type Login struct {
 	// OpenURL starts website login (without popup=1: the script adds it
 	// when it manages to open a popup). Empty when the method is off.
 	OpenURL string
+	// NoQR leaves out the QR code: the site offers website login only.
+	NoQR bool
+	// Phone is a phone's browser outside WeChat: the QR code on its screen
+	// cannot be scanned by the same phone, so the page says what works
+	// there (save the code and scan it from the album, or open the page in
+	// WeChat).
+	Phone bool
 
 	// SandboxScanURL and SandboxUsers add the sandbox's "Simulate scan"
 	// control; they come from the request's context (WithSandbox).

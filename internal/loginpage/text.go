@@ -18,6 +18,15 @@ type Text struct {
 	Sandbox   string `json:"-"`
 	OpenLogin string `json:"-"`
 	Or        string `json:"-"`
+	// The help for a phone's browser outside WeChat.
+	PhoneIntro string `json:"-"`
+	PhoneSave  string `json:"-"`
+	PhoneAlbum string `json:"-"`
+	SaveCode   string `json:"-"`
+	PhoneOpen  string `json:"-"`
+	CopyLink   string `json:"-"`
+	Copied     string `json:"copied"`
+	Saved      string `json:"saved"`
 	// Continue labels the link from a finished login's page on to the site.
 	Continue string `json:"-"`
 
@@ -35,6 +44,12 @@ type Text struct {
 	// SimulateConfirm labels the sandbox button once a scan waits for the
 	// confirmation in chat.
 	SimulateConfirm string `json:"simulateConfirm"`
+	// NoUnionID is shown when a login is refused because WeChat gave no
+	// unionid and the site identifies people by it.
+	NoUnionID string `json:"noUnionID"`
+	// Misconfigured is shown when WeChat refuses to serve the site until
+	// its owner changes its setup: there is nothing for the user to retry.
+	Misconfigured string `json:"misconfigured"`
 
 	// problems words the messages that have no field of their own.
 	problems map[Message]string
@@ -77,6 +92,7 @@ const (
 	MsgMisconfigured
 	MsgBusy
 	MsgUnavailable
+	MsgNoUnionID // the site identifies people by unionid, and WeChat gave none
 )
 
 // In returns the wording of m in lang ("en" or "zh").
@@ -91,9 +107,19 @@ var texts = map[string]Text{
 		Simulate: "Simulate scan",
 
 		SimulateConfirm: "Simulate replying the code in WeChat",
+		NoUnionID:       noUnionIDEn,
+		Misconfigured:   misconfiguredEn,
 		AsUser:          "Scan as test user",
 		Sandbox:         "Sandbox: no real WeChat involved",
 		OpenLogin:       "Open the WeChat login window",
+		PhoneIntro:      "WeChat cannot scan a code on its own phone's screen. Instead:",
+		PhoneSave:       "Save the code to your photos: press and hold it, or use the button below.",
+		PhoneAlbum:      "In WeChat, tap + then Scan, tap the album icon and choose the saved code.",
+		SaveCode:        "Save the code",
+		PhoneOpen:       "Or open this page in WeChat, which logs you in there directly: copy its link and send it to yourself (File Transfer) in WeChat.",
+		CopyLink:        "Copy the link",
+		Copied:          "Link copied.",
+		Saved:           "Code saved: now scan it from the album in WeChat.",
 		Or:              "or",
 		Continue:        "Continue",
 
@@ -120,9 +146,10 @@ var texts = map[string]Text{
 			MsgDeclined:      "You did not allow WeChat to log you in.",
 			MsgSnapshot:      "You are viewing a preview of this page, which does not tell us who you are. Tap “Use full service” (使用完整服务) at the bottom of the screen, then log in again.",
 			MsgCodeInvalid:   "This WeChat login has expired or was already used. Please log in again.",
-			MsgMisconfigured: "WeChat login is not set up correctly on this site. Please try again later or tell the site's owner.",
+			MsgMisconfigured: misconfiguredEn,
 			MsgBusy:          "WeChat is busy right now. Please try again in a moment.",
 			MsgUnavailable:   "Logging in is temporarily unavailable. Please try again in a moment.",
+			MsgNoUnionID:     noUnionIDEn,
 		},
 	},
 	"zh": {
@@ -133,9 +160,19 @@ var texts = map[string]Text{
 		Simulate: "模拟扫码",
 
 		SimulateConfirm: "模拟在微信中回复确认码",
+		NoUnionID:       noUnionIDZh,
+		Misconfigured:   misconfiguredZh,
 		AsUser:          "以测试用户身份扫码",
 		Sandbox:         "沙盒模式：不连接真实的微信",
 		OpenLogin:       "打开微信登录窗口",
+		PhoneIntro:      "微信无法扫描本机屏幕上的二维码，可以这样登录：",
+		PhoneSave:       "把二维码保存到相册：长按二维码，或点下面的按钮。",
+		PhoneAlbum:      "在微信中点“+”→“扫一扫”，点相册图标，选择刚保存的二维码。",
+		SaveCode:        "保存二维码",
+		PhoneOpen:       "也可以在微信中打开本页直接登录：复制链接，发给自己（文件传输助手）后在微信中打开。",
+		CopyLink:        "复制链接",
+		Copied:          "链接已复制。",
+		Saved:           "二维码已保存，请在微信“扫一扫”中从相册选择。",
 		Or:              "或",
 		Continue:        "继续",
 
@@ -162,9 +199,10 @@ var texts = map[string]Text{
 			MsgDeclined:      "您没有允许使用微信登录。",
 			MsgSnapshot:      "您正在浏览本页的快照，无法确认您的身份。请点击屏幕下方的“使用完整服务”，然后重新登录。",
 			MsgCodeInvalid:   "微信登录已过期或已被使用，请重新登录。",
-			MsgMisconfigured: "本站的微信登录配置有误，请稍后再试或联系网站管理员。",
+			MsgMisconfigured: misconfiguredZh,
 			MsgBusy:          "微信繁忙，请稍后再试。",
 			MsgUnavailable:   "登录暂时不可用，请稍后再试。",
+			MsgNoUnionID:     noUnionIDZh,
 		},
 	},
 }
@@ -216,3 +254,17 @@ func quality(params string) float64 {
 	}
 	return 1
 }
+
+// The refusal when a site that identifies people by unionid gets none: said
+// on the login page (QR) and on the OAuth pages alike.
+const (
+	noUnionIDEn = "This site knows people by their WeChat UnionID, and WeChat did not give one for your account, so you cannot log in here this way. Please try another way of logging in, or tell the site's owner."
+	noUnionIDZh = "本站以微信 UnionID 识别用户，但微信没有提供您账号的 UnionID，因此无法用此方式登录。请换一种登录方式，或联系网站管理员。"
+)
+
+// The answer when WeChat refuses the site because of how it is set up: no
+// retry can cure that, so it names whom to tell instead.
+const (
+	misconfiguredEn = "WeChat login is not set up correctly on this site. Please tell the site's owner."
+	misconfiguredZh = "本站的微信登录配置有误，请联系网站管理员。"
+)

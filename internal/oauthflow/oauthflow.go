@@ -111,6 +111,10 @@ type Config struct {
 	LoggedIn func(*http.Request) bool
 	// Allowed applies the site's allowlists.
 	Allowed func(openid, unionid string) bool
+	// RequireUnionID refuses a login for which WeChat gives no unionid:
+	// the site knows people by it, and an openid in its place would make
+	// one person two users.
+	RequireUnionID bool
 	// Login starts the session of a user the flow authenticated.
 	Login func(http.ResponseWriter, *http.Request, session.Record) error
 
@@ -617,6 +621,12 @@ func (f *Flows) finish(w http.ResponseWriter, r *http.Request, p callbackParams,
 	if rec.Scope != wechat.ScopeBase {
 		f.addProfile(ctx, app, tok, &id)
 	}
+	if f.cfg.RequireUnionID && id.UnionID == "" {
+		f.cfg.Log.Info("login refused: WeChat gave no unionid", zap.String("method", rec.Method), zap.String("openid", session.LogID(id.OpenID)))
+		f.cfg.Metrics.LoginDenied(rec.Method)
+		f.page(w, r, http.StatusForbidden, loginpage.MsgNoUnionID, "", &rec)
+		return
+	}
 	if !f.cfg.Allowed(id.OpenID, id.UnionID) {
 		f.cfg.Log.Info("login refused by allowlist", zap.String("method", rec.Method), zap.String("openid", session.LogID(id.OpenID)))
 		f.cfg.Metrics.LoginDenied(rec.Method)
@@ -698,22 +708,20 @@ func wechatFields(call string, err error) []zap.Field {
 	return fields
 }
 
-// WeChat errcodes that mean the site's own configuration is wrong.
-var configErrcodes = []int{40002, 40013, 40125, 40243, 41002, 41004, wechat.CodeIPNotWhitelisted, wechat.CodeIPNotRegistered}
-
 // exchangeFailure answers a failed code exchange: a page with a retry
 // link for the user, one precise line for the operator.
 func (f *Flows) exchangeFailure(w http.ResponseWriter, r *http.Request, rec record, err error) {
 	const call = "sns/oauth2/access_token"
 	retry := f.startURL(rec.Method, rec.Next, rec.Popup)
-	code, _ := wechat.ErrorCode(err)
 	switch {
 	case wechat.IsCodeInvalid(err), errors.Is(err, wechat.ErrInvalidArgument):
 		// Expired or already spent: common and harmless (a slow user, a
 		// reload that raced the first load).
 		f.cfg.Log.Info("OAuth code refused by WeChat", wechatFields(call, err)...)
 		f.page(w, r, http.StatusBadRequest, loginpage.MsgCodeInvalid, retry, &rec)
-	case slices.Contains(configErrcodes, code):
+	case wechat.IsConfigError(err):
+		// The same refusals as the QR flow's "misconfigured" answer (see
+		// wechat.IsConfigError): a retry cannot cure them.
 		f.cfg.Log.Error("OAuth code exchange failed: check the app ID, app secret and API IP allowlist of the "+rec.Method+" app",
 			wechatFields(call, err)...)
 		f.cfg.Metrics.WeChatFailure("oauth exchange")

@@ -8,6 +8,12 @@
 // or comes back, so the Redis store's fault tests run against the real
 // binary. Stop, Restart, Pause and Resume drive those faults.
 //
+// StartSentinel runs a primary, a replica and Sentinels (redis-server
+// --sentinel, so no other package is needed) that fail over when the
+// primary dies; StartCluster runs a three-node Redis Cluster, its slots
+// assigned without redis-cli. Command talks to any of them without a
+// client library.
+//
 // When redis-server is not installed the test is skipped, except in CI
 // (CI=true), where a missing dependency fails the test instead of hiding
 // it. scripts/install-test-deps installs it.
@@ -18,6 +24,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -52,6 +59,15 @@ type options struct {
 	appendFsync string
 }
 
+// role is what a Server runs as.
+type role int
+
+const (
+	roleStandalone role = iota // a plain server, or a Sentinel group's data server
+	roleSentinel               // a Sentinel
+	roleCluster                // a Cluster node, with a second port for the cluster bus
+)
+
 // WithAppendOnly turns the append-only file (AOF) on, with fsync as its
 // appendfsync policy: "always" (every write is on disk before Redis
 // answers it), "everysec" (up to a second of acknowledged writes can be
@@ -65,11 +81,20 @@ func WithAppendOnly(fsync string) Option {
 // Server is one running redis-server. Its methods are safe for concurrent
 // use.
 type Server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	opts options
+	t       testing.TB
+	bin     string
+	dir     string
+	port    int
+	busPort int // a Cluster node's cluster bus port
+	opts    options
+	role    role
+	// conf is written to the server's config file before its first start;
+	// later starts read the file as the server left it (Sentinel rewrites
+	// it, and so does CONFIG REWRITE, which a Sentinel sends a server it
+	// reconfigures), as a supervised server's restart would.
+	conf func(s *Server) string
+	// nextArgs are added to the command line of the next start only.
+	nextArgs []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -80,6 +105,12 @@ type Server struct {
 // answers PING. It is stopped when t and its subtests finish.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	return start(t, roleStandalone, nil, opts...)
+}
+
+// lookPath finds redis-server, or skips the test (fails it under CI).
+func lookPath(t testing.TB) string {
+	t.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
 		msg := fmt.Sprintf("redistest: %s not found in PATH; run scripts/install-test-deps", Binary)
@@ -88,7 +119,38 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	return bin
+}
+
+// requireMajor skips the test (fails it under CI) unless redis-server is
+// at least version major.
+func requireMajor(t testing.TB, major int, why string) {
+	t.Helper()
+	bin := lookPath(t)
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("redistest: %s --version: %v", bin, err)
+	}
+	// "Redis server v=7.0.15 sha=..."
+	_, v, _ := strings.Cut(string(out), "v=")
+	got, err := strconv.Atoi(strings.SplitN(v, ".", 2)[0])
+	if err != nil {
+		t.Fatalf("redistest: cannot read the version in %q", out)
+	}
+	if got < major {
+		msg := fmt.Sprintf("redistest: %s needs Redis %d or later, %s is %d; run scripts/install-test-deps", why, major, bin, got)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+// start starts one server as r, with conf (if not nil) as its config file.
+func start(t testing.TB, r role, conf func(*Server) string, opts ...Option) *Server {
+	t.Helper()
+	bin := lookPath(t)
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), role: r, conf: conf}
 	for _, o := range opts {
 		o(&s.opts)
 	}
@@ -106,6 +168,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 			t.Fatalf("redistest: %v", err)
 		}
 		s.port = port
+		if r == roleCluster {
+			if s.busPort, err = freePort(); err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+		}
 		if lastErr = s.start(); lastErr == nil {
 			return s
 		}
@@ -229,19 +296,45 @@ func (s *Server) start() error {
 // startLocked starts the process and waits until it answers PING.
 func (s *Server) startLocked() error {
 	logFile := filepath.Join(s.dir, "redis.log")
-	args := []string{
+	confFile := filepath.Join(s.dir, "redis.conf")
+	if _, err := os.Stat(confFile); errors.Is(err, fs.ErrNotExist) {
+		var conf string
+		if s.conf != nil {
+			conf = s.conf(s)
+		}
+		if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", confFile, err)
+		}
+	}
+	// Command-line settings override the file's, on every start.
+	args := []string{confFile}
+	if s.role == roleSentinel {
+		args = append(args, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
-		"--save", "",
 		"--daemonize", "no",
 		"--dir", s.dir,
 		"--logfile", logFile,
+	)
+	if s.role != roleSentinel {
+		args = append(args, "--save", "")
+		if s.opts.appendFsync == "" {
+			args = append(args, "--appendonly", "no")
+		} else {
+			args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.appendFsync)
+		}
 	}
-	if s.opts.appendFsync == "" {
-		args = append(args, "--appendonly", "no")
-	} else {
-		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.appendFsync)
+	if s.role == roleCluster {
+		args = append(args,
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf", // in dir, kept across restarts
+			"--cluster-port", strconv.Itoa(s.busPort),
+			"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout/time.Millisecond)),
+		)
 	}
+	args = append(args, s.nextArgs...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -260,6 +353,7 @@ func (s *Server) startLocked() error {
 	for {
 		err := ping(s.Addr())
 		if err == nil {
+			s.nextArgs = nil
 			return nil
 		}
 		select {

@@ -9,7 +9,9 @@ package session
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/cookieseal"
@@ -18,10 +20,19 @@ import (
 // Cookies reads and writes sealed cookies. Over HTTPS their names get the
 // __Host- prefix, which makes browsers refuse them unless Secure, Path=/
 // and host-only: no sibling subdomain can plant or overwrite them.
+//
+// Cookies made by Shared are the exception: on a request for a host under
+// their domain they are set for that whole domain, so that every subdomain
+// shares them, and over HTTPS their names get the __Secure- prefix, the
+// strongest a cookie with a Domain can have.
 type Cookies struct {
 	codec *cookieseal.Codec
 	https func(*http.Request) bool
 	now   func() time.Time
+	// domain is the parent domain of Shared cookies, "" for host-only
+	// ones; host returns the request's host name to check against it.
+	domain string
+	host   func(*http.Request) string
 }
 
 // NewCookies returns Cookies sealed with keys derived from the configured
@@ -40,12 +51,45 @@ func NewCookies(keys [][]byte, https func(*http.Request) bool, now func() time.T
 	return &Cookies{codec: codec, https: https, now: now}, nil
 }
 
+// Shared returns Cookies like c, with the same keys, whose cookies are
+// set for domain (Domain=domain) on requests whose host, as host reports
+// it, is domain or one of its subdomains. On any other host they stay
+// host-only, as c's are: a cookie is never set for a domain the request
+// is not under, which browsers would refuse anyway.
+//
+// A host-only cookie and a shared one seal under different names over
+// HTTPS (__Host- against __Secure-), so neither opens as the other.
+func (c *Cookies) Shared(domain string, host func(*http.Request) string) *Cookies {
+	s := *c
+	s.domain, s.host = strings.ToLower(domain), host
+	return &s
+}
+
+// shared reports whether the cookies of this request are set for the
+// parent domain.
+func (c *Cookies) shared(r *http.Request) bool {
+	return c.domain != "" && UnderDomain(c.host(r), c.domain)
+}
+
+// UnderDomain reports whether host is domain itself or a name under it.
+// Both are host names without a port; an IP address is under no domain.
+func UnderDomain(host, domain string) bool {
+	if host == "" || domain == "" || net.ParseIP(strings.Trim(host, "[]")) != nil {
+		return false
+	}
+	host = strings.ToLower(host)
+	return host == domain || strings.HasSuffix(host, "."+domain)
+}
+
 // Name is the name the cookie called base has on this request.
 func (c *Cookies) Name(r *http.Request, base string) string {
-	if c.https(r) {
-		return "__Host-" + base
+	switch {
+	case !c.https(r):
+		return base
+	case c.shared(r):
+		return "__Secure-" + base
 	}
-	return base
+	return "__Host-" + base
 }
 
 // Set seals payload, valid until expires, into the cookie called base,
@@ -61,25 +105,34 @@ func (c *Cookies) Set(w http.ResponseWriter, r *http.Request, base string, paylo
 }
 
 // Clear expires the cookie called base with the attributes it was set
-// with, or browsers keep the original.
+// with, or browsers keep the original. A shared cookie's host-only
+// counterpart, left from before the domain was configured, goes too: a
+// logout must not leave a session behind.
 func (c *Cookies) Clear(w http.ResponseWriter, r *http.Request, base string) {
 	http.SetCookie(w, c.cookie(r, c.Name(r, base), "", -1))
+	if c.shared(r) {
+		own := *c
+		own.domain = ""
+		http.SetCookie(w, own.cookie(r, own.Name(r, base), "", -1))
+	}
 }
 
 // Open returns the payload of the cookie called base, or nil when the
 // request has none that opens (absent, forged, expired or sealed under
-// another name).
+// another name). Over plain HTTP a shared cookie and a host-only one have
+// the same name, and a browser may send both; the first that opens counts.
 func (c *Cookies) Open(r *http.Request, base string) []byte {
 	name := c.Name(r, base)
-	ck, err := r.Cookie(name)
-	if err != nil || ck.Value == "" {
-		return nil
+	now := c.now()
+	for _, ck := range r.CookiesNamed(name) {
+		if ck.Value == "" {
+			continue
+		}
+		if payload, err := c.codec.Open(name, ck.Value, now); err == nil {
+			return payload
+		}
 	}
-	payload, err := c.codec.Open(name, ck.Value, c.now())
-	if err != nil {
-		return nil
-	}
-	return payload
+	return nil
 }
 
 // Present reports whether the request carries the cookie called base at
@@ -90,7 +143,7 @@ func (c *Cookies) Present(r *http.Request, base string) bool {
 }
 
 func (c *Cookies) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
-	return &http.Cookie{
+	ck := &http.Cookie{
 		Name:     name,
 		Value:    value,
 		Path:     "/",
@@ -99,4 +152,8 @@ func (c *Cookies) cookie(r *http.Request, name, value string, maxAge int) *http.
 		Secure:   c.https(r),
 		SameSite: http.SameSiteLaxMode,
 	}
+	if c.shared(r) {
+		ck.Domain = c.domain
+	}
+	return ck
 }

@@ -17,6 +17,18 @@ func InWeChat(ua string) bool {
 	return strings.Contains(ua, "micromessenger") && !strings.Contains(ua, "wxwork")
 }
 
+// Phone reports whether ua is a phone's browser (WeChat's own included),
+// where a QR code on the screen cannot be scanned by the same phone.
+// Tablets count: WeChat on a tablet cannot scan its own screen either.
+func Phone(ua string) bool {
+	for _, token := range []string{"iPhone", "iPad", "iPod", "Android", "HarmonyOS", "Mobile Safari", "Windows Phone"} {
+		if strings.Contains(ua, token) {
+			return true
+		}
+	}
+	return false
+}
+
 // browsers and systems are matched in order: Edge and Opera also say
 // Chrome, Chrome also says Safari, and Android also says Linux.
 var (

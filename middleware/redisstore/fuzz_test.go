@@ -59,8 +59,8 @@ func FuzzValues(f *testing.F) {
 	})
 }
 
-// FuzzNewClient checks that no URL, however broken, panics or has its
-// password quoted back in the error.
+// FuzzNewClient checks that no URL of any form, however broken, panics or
+// has its password quoted back in the error.
 func FuzzNewClient(f *testing.F) {
 	for _, u := range []string{
 		"redis://127.0.0.1:6379/0",
@@ -70,11 +70,15 @@ func FuzzNewClient(f *testing.F) {
 		"unix:///tmp/redis.sock?db=1&password=secretpw",
 		"redis://:secretpw@[::1",
 		"%zz://secretpw",
+		"redis-sentinel://:secretpw@h1:26379,h2/0?master_name=m&sentinel_password=secretpw",
+		"rediss-sentinel://u:secretpw@[::1]:26379,h2?master_name=m&dial_timeout=secretpw",
+		"redis-cluster://:secretpw@h1:7000,h2:7001/0?read_timeout=2s",
+		"redis-cluster://:secretpw@h1,,h2",
 	} {
 		f.Add(u)
 	}
 	f.Fuzz(func(t *testing.T, rawURL string) {
-		c, err := NewClient(rawURL)
+		c, err := NewUniversalClient(rawURL)
 		if err != nil {
 			if strings.Contains(rawURL, "secretpw") && strings.Contains(err.Error(), "secretpw") {
 				t.Fatalf("error quotes the password: %v", err)

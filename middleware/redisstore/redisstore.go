@@ -4,12 +4,13 @@
 // Notifier over Redis pub/sub so that the instance that receives WeChat's
 // push wakes the browser waiting on another instance.
 //
-// Each store.Store operation is one Redis command, so each is atomic on
-// the server:
+// Each store.Store operation is one Redis command on one key, so each is
+// atomic on the server:
 //
 //	Create  SET key value NX with PX (or EX) ttl
 //	Get     GET key
-//	Update  a Lua script: GET, compare, SET KEEPTTL
+//	Update  a Lua script on KEYS[1]: GET, compare, SET KEEPTTL
+//	Incr    a Lua script on KEYS[1]: INCR, and PEXPIRE if new
 //	Take    GETDEL key
 //	Delete  DEL key
 //
@@ -17,9 +18,22 @@
 // an eviction policy of noeviction or volatile-* is safe; allkeys-* lets
 // Redis drop pending logins early under memory pressure.
 //
+// The same holds on a Redis Cluster, with unchanged key names: no command
+// or script touches two keys, so no keys need to share a hash slot, and
+// nothing lists keys (SCAN, KEYS). Notifications use plain PUBLISH and
+// SUBSCRIBE on one channel: a Cluster forwards every PUBLISH to all its
+// nodes, so subscribers on any node hear it (sharded pub/sub would send
+// every notification to the one node that owns the channel's slot, and
+// needs Redis 7). A node that is down makes its slots' keys unreachable
+// until it is back; calls on them fail as backend errors, and the other
+// nodes' keys keep working.
+//
 // Replication is asynchronous: after a failover a write the old primary
-// acknowledged may be lost, and a login in flight then reads as expired;
-// it never reads as someone else's.
+// acknowledged may be lost, and a login in flight then reads as expired
+// (never as someone else's), a logout as undone. A Store that Open makes
+// for Sentinel therefore waits for a replica to acknowledge each write
+// (WAIT; see Open). A Cluster replica that takes over can still lose the
+// last writes.
 package redisstore
 
 import (
@@ -91,6 +105,12 @@ type Store struct {
 	prefix    string
 	ownClient bool
 
+	// waitReplicas is how many replicas must acknowledge a write within
+	// waitTimeout before the Store reports it done (Open's wait_replicas);
+	// zero for none.
+	waitReplicas int
+	waitTimeout  time.Duration
+
 	notifyOnce sync.Once
 	notify     *notifier // started by the first Subscribe or Publish
 
@@ -117,50 +137,77 @@ func New(client redis.UniversalClient, prefix string) *Store {
 }
 
 // Open connects to the Redis at rawURL and returns a Store that owns
-// the connection: Close closes it. The URL is redis://[[user]:password@]
-// host[:port][/db] or rediss:// for TLS, with go-redis's query parameters
-// (dial_timeout, read_timeout, max_retries, ...). Timeouts it leaves unset
-// are one second and calls are not retried, so that a call to a dead or
-// hung Redis fails within about a second. Open does not contact Redis.
+// the connection: Close closes it. Open does not contact Redis. The URL is
+// one of
+//
+//	redis://[[user]:password@]host[:port][/db]        one server
+//	rediss://...                                      the same over TLS
+//	unix://[[user]:password@]/path/to/socket[?db=N]   one server, local socket
+//	redis-sentinel://[[user]:password@]host[:port][,host[:port]...][/db]?master_name=NAME
+//	redis-cluster://[[user]:password@]host[:port][,host[:port]...]
+//
+// with rediss-sentinel:// and rediss-cluster:// for TLS. A Sentinel URL
+// lists Sentinels (port 26379 unless given) and names the primary they
+// watch; its password is Redis's, and sentinel_username and
+// sentinel_password give the Sentinels' own if they require one. A
+// Cluster URL lists any of the cluster's nodes (port 6379 unless given);
+// the client learns the others from them. Every form takes go-redis's
+// query parameters (dial_timeout, read_timeout, max_retries, ...; see
+// redis.ParseURL, redis.ParseFailoverURL, redis.ParseClusterURL).
+//
+// Timeouts the URL leaves unset are one second and commands are not sent
+// twice, so that a call to a dead or hung Redis fails within about a
+// second instead of being retried into a wrong answer.
+//
+// Replication is asynchronous: a write the primary acknowledged can be
+// missing from the replica a failover promotes. So that every write the
+// Store reports done survives a failover, each write is followed, on the
+// same connection, by WAIT for wait_replicas replicas (default 1 for
+// redis-sentinel://, 0 otherwise) for at most wait_timeout (default half
+// the read timeout); if fewer acknowledge it, the call fails as a backend
+// error, the write applied on the primary but not promised. With
+// wait_replicas=1, a primary without a replica in sync therefore refuses
+// logins; give it two replicas, or set wait_replicas=0 to trade that for
+// the risk of losing the last writes in a failover. wait_replicas is not
+// supported with redis-cluster://.
 func Open(rawURL, prefix string) (*Store, error) {
-	client, err := NewClient(rawURL)
+	opt, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	s := New(client, prefix)
+	s := New(opt.newClient(), prefix)
 	s.ownClient = true
+	s.waitReplicas, s.waitTimeout = opt.waitReplicas, opt.waitTimeout
 	return s, nil
 }
 
-// NewClient parses rawURL as Open does and returns a client with the
-// same fail-fast settings, for callers that share one client between a
-// Store and a Notifier. Error messages never include the URL, which may
-// hold a password.
-func NewClient(rawURL string) (*redis.Client, error) {
-	opt, err := redis.ParseURL(rawURL)
+// NewUniversalClient parses rawURL as Open does and returns a client with
+// the same fail-fast settings, for callers that share one client between
+// Stores: a *redis.Client for one server or a Sentinel group, a
+// *redis.ClusterClient for a Cluster. wait_replicas is checked but is
+// the Store's to apply: a Store made by New does not wait for replicas.
+// Error messages never include the password.
+func NewUniversalClient(rawURL string) (redis.UniversalClient, error) {
+	opt, err := parseURL(rawURL)
 	if err != nil {
-		// go-redis quotes parts of the URL in some errors; keep them out.
-		return nil, errors.New("redisstore: invalid Redis URL (want redis://[[user]:password@]host[:port][/db] or rediss://...)")
+		return nil, err
 	}
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = urlDialTimeout
+	return opt.newClient(), nil
+}
+
+// NewClient is NewUniversalClient for the URL forms whose client is a
+// *redis.Client: one server (redis://, rediss://, unix://) or a Sentinel
+// group (redis-sentinel://). A Cluster URL is an error: use
+// NewUniversalClient.
+func NewClient(rawURL string) (*redis.Client, error) {
+	opt, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
 	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = urlReadTimeout
+	if opt.cluster != nil {
+		return nil, errors.New("redisstore: NewClient cannot return a Cluster client; use NewUniversalClient for redis-cluster:// URLs")
 	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = urlWriteTimeout
-	}
-	if opt.PoolTimeout == 0 {
-		opt.PoolTimeout = urlPoolTimeout
-	}
-	if opt.MaxRetries == 0 {
-		opt.MaxRetries = urlMaxRetries
-	}
-	opt.DialerRetries = urlDialerRetries
-	// Let a caller's deadline cut a call short too.
-	opt.ContextTimeoutEnabled = true
-	return redis.NewClient(opt), nil
+	return opt.newNodeClient(), nil
 }
 
 // key returns the Redis key for a store key.
@@ -178,9 +225,54 @@ func checkValue(value []byte) error {
 	return nil
 }
 
+// errNotReplicated is the backend error of a write Redis applied but too
+// few replicas acknowledged in time: a failover may lose it.
+var errNotReplicated = errors.New("fewer replicas than wait_replicas acknowledged the write in time")
+
+// replicated runs the write command that write builds and, if the Store
+// waits for replicas, WAIT right behind it on the same connection (a
+// pipeline of the two: WAIT counts the replicas that have every write of
+// its connection). The write's own result is in the command write
+// returns; replicated returns only the verdict on replication: nil, the
+// WAIT's error, or errNotReplicated.
+func (s *Store) replicated(ctx context.Context, write func(redis.Cmdable) redis.Cmder) error {
+	if s.waitReplicas <= 0 {
+		write(s.client)
+		return nil
+	}
+	pipe := s.client.Pipeline()
+	write(pipe)
+	// Pipeliner has no Wait method. The WAIT timeout is shorter than the
+	// read timeout (parseURL checks), so its answer arrives in time.
+	wait := pipe.Do(ctx, "wait", s.waitReplicas, s.waitTimeout.Milliseconds())
+	_, _ = pipe.Exec(ctx) // each command holds its own error
+	n, err := wait.Int64()
+	if err != nil {
+		return err
+	}
+	if n < int64(s.waitReplicas) {
+		return fmt.Errorf("%w (%d of %d within %s)", errNotReplicated, n, s.waitReplicas, s.waitTimeout)
+	}
+	return nil
+}
+
+// script runs sc on c: with go-redis's EVALSHA-then-EVAL, or, in a
+// pipeline, where a NOSCRIPT answer comes too late to fall back, with
+// EVAL.
+func script(ctx context.Context, c redis.Cmdable, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if _, ok := c.(redis.Pipeliner); ok {
+		return sc.Eval(ctx, c, keys, args...)
+	}
+	return sc.Run(ctx, c, keys, args...)
+}
+
 // backendError wraps an error from Redis with the operation that failed.
 // Neither keys nor values go into it: keys hold scene IDs and states.
 func backendError(op string, err error) error {
+	var sent mayHaveRun
+	if errors.As(err, &sent) {
+		err = sent.err
+	}
 	return fmt.Errorf("redisstore: %s: %w", op, err)
 }
 
@@ -202,12 +294,19 @@ func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.D
 	if err := checkValue(value); err != nil {
 		return err
 	}
-	ok, err := s.client.SetNX(ctx, k, value, ttl).Result()
-	if err != nil {
+	var set *redis.BoolCmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		set = c.SetNX(ctx, k, value, ttl)
+		return set
+	})
+	ok, err := set.Result()
+	switch {
+	case err != nil:
 		return backendError("create", err)
-	}
-	if !ok {
-		return store.ErrExists
+	case !ok:
+		return store.ErrExists // nothing was written
+	case waitErr != nil:
+		return backendError("create", waitErr)
 	}
 	return nil
 }
@@ -236,12 +335,20 @@ func (s *Store) Update(ctx context.Context, key string, old, value []byte) error
 	}
 	// A nil old is sent as the empty string; Redis has no nil values, and
 	// the store treats a nil and an empty value alike.
-	res, err := compareAndSwap.Run(ctx, s.client, []string{k}, old, value).Int64()
+	var cas *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cas = script(ctx, c, compareAndSwap, []string{k}, old, value)
+		return cas
+	})
+	res, err := cas.Int64()
 	if err != nil {
 		return backendError("update", err)
 	}
 	switch res {
 	case casSwapped:
+		if waitErr != nil {
+			return backendError("update", waitErr)
+		}
 		return nil
 	case casChanged:
 		return store.ErrChanged
@@ -270,7 +377,15 @@ func (s *Store) Incr(ctx context.Context, key string, ttl time.Duration) (int64,
 	if err != nil {
 		return 0, err
 	}
-	n, err := incrWithTTL.Run(ctx, s.client, []string{k}, ttl.Milliseconds()).Int64()
+	var incr *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		incr = script(ctx, c, incrWithTTL, []string{k}, ttl.Milliseconds())
+		return incr
+	})
+	n, err := incr.Int64()
+	if err == nil {
+		err = waitErr
+	}
 	if err != nil {
 		return 0, backendError("incr", err)
 	}
@@ -279,14 +394,39 @@ func (s *Store) Incr(ctx context.Context, key string, ttl time.Duration) (int64,
 
 // Take returns the value stored under key and deletes it, in one GETDEL.
 // Of concurrent callers exactly one gets the value; the others get
-// store.ErrNotFound.
+// store.ErrNotFound. When the Store waits for replicas and they do not
+// confirm the delete, Take fails as a backend error and puts the value
+// back, with its remaining time to live, for a later Take.
 func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	k, err := s.key(key)
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.client.GetDel(ctx, k).Result()
-	return value(v, err, "take")
+	var getdel *redis.StringCmd
+	var pttl *redis.DurationCmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		if _, ok := c.(redis.Pipeliner); ok {
+			pttl = c.PTTL(ctx, k) // to put the value back, below
+		}
+		getdel = c.GetDel(ctx, k)
+		return getdel
+	})
+	res, err := getdel.Result()
+	v, err := value(res, err, "take")
+	if err == nil && waitErr != nil {
+		// The delete may not survive a failover, so the value is not
+		// handed out: a failover could let it be taken a second time. It
+		// goes back instead, for the caller's retry to take once a replica
+		// can confirm, rather than be lost. Nobody else has it: GETDEL
+		// gave it to this call alone, and a Take in between found nothing.
+		if ttl, terr := pttl.Result(); terr == nil && ttl >= time.Millisecond {
+			if rerr := s.client.SetNX(ctx, k, res, ttl).Err(); rerr != nil {
+				waitErr = fmt.Errorf("%w; putting the value back: %w", waitErr, rerr)
+			}
+		}
+		return nil, backendError("take", waitErr)
+	}
+	return v, err
 }
 
 // value turns a string reply into the store's result: a fresh, non-nil
@@ -310,8 +450,16 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.client.Del(ctx, k).Err(); err != nil {
+	var del *redis.IntCmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		del = c.Del(ctx, k)
+		return del
+	})
+	if err := del.Err(); err != nil {
 		return backendError("delete", err)
+	}
+	if waitErr != nil {
+		return backendError("delete", waitErr)
 	}
 	return nil
 }

@@ -88,6 +88,14 @@
     show("error", T.error + (detail ? " (" + detail + ")" : ""), "err", T.retry);
   }
 
+  // WeChat refuses this site until its owner changes its setup: a retry
+  // cannot succeed, so none is offered; the page says whom to tell.
+  function misconfigured() {
+    stopWaiting();
+    stopTimer();
+    show("error", T.misconfigured, "err");
+  }
+
   // create asks for a login code. The server hands this browser's pending
   // code back instead of a new one when it still has time left.
   function create() {
@@ -104,7 +112,11 @@
     fetch(cfg.prefix + "/qr", { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (j) {
-          if (!r.ok) { throw new Error(j.error || "HTTP " + r.status); }
+          if (!r.ok) {
+            var e = new Error(j.error || "HTTP " + r.status);
+            e.reason = j.reason;
+            throw e;
+          }
           return j;
         });
       })
@@ -116,13 +128,17 @@
         img.onerror = function () { if (my === gen) { fail(); } };
         img.src = j.qr_image;
         img.hidden = false;
+        if (saveBtn) { saveBtn.disabled = true; }
         show("waiting", T.waiting);
         if (timerEl) { timerEl.hidden = false; }
         tick();
         tickTimer = setInterval(tick, 1000);
         wait(my);
       })
-      .catch(function (e) { if (my === gen) { fail(e.message); } });
+      .catch(function (e) {
+        if (my !== gen) { return; }
+        if (e.reason === "misconfigured") { misconfigured(); } else { fail(e.message); }
+      });
   }
 
   function wait(my) {
@@ -353,5 +369,42 @@
     });
   }
 
-  create();
+  // On a phone's browser the code cannot be scanned from its own screen:
+  // it can be saved as a picture and scanned from the album in WeChat, or
+  // the page opened in WeChat. The picture is drawn from our own SVG, so
+  // nothing is fetched from elsewhere.
+  var saveBtn = $("wl-save"), copyBtn = $("wl-copy");
+  if (saveBtn && img) {
+    img.addEventListener("load", function () {
+      saveBtn.disabled = false;
+    });
+    saveBtn.addEventListener("click", function () {
+      var size = 640, canvas = document.createElement("canvas");
+      canvas.width = size; canvas.height = size;
+      var ctx = canvas.getContext("2d");
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(0, 0, size, size);
+      ctx.drawImage(img, 0, 0, size, size);
+      var a = document.createElement("a");
+      a.href = canvas.toDataURL("image/png");
+      a.download = "wechat-login.png";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setStatus(T.saved, "info");
+    });
+  }
+  if (copyBtn) {
+    copyBtn.addEventListener("click", function () {
+      var done = function () { setStatus(T.copied, "info"); };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(window.location.href).then(done, function () { window.prompt("", window.location.href); });
+      } else {
+        window.prompt("", window.location.href);
+      }
+    });
+  }
+
+  // A site with website login only has no QR code to get.
+  if (box) { create(); }
 })();

@@ -50,41 +50,43 @@ type waiters struct {
 	byScene map[string]int
 }
 
-// acquire reserves a waiting slot for scene. It returns a release function,
-// or the reason for refusing ("scene" or "instance").
-func (w *waiters) acquire(scene string) (release func(), refused string) {
+// acquire reserves a waiting slot for scene, or returns the reason for
+// refusing ("scene" or "instance"). Every slot acquired is released once
+// with release.
+func (w *waiters) acquire(scene string) (refused string) {
 	if w.total.Add(1) > int64(w.max) {
 		w.total.Add(-1)
-		return nil, "instance"
+		return "instance"
 	}
 	w.mu.Lock()
 	if w.byScene[scene] >= maxWaitersPerScene {
 		w.mu.Unlock()
 		w.total.Add(-1)
-		return nil, "scene"
+		return "scene"
 	}
 	if w.byScene == nil {
 		w.byScene = make(map[string]int)
 	}
 	w.byScene[scene]++
 	w.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			w.mu.Lock()
-			if w.byScene[scene]--; w.byScene[scene] <= 0 {
-				delete(w.byScene, scene)
-			}
-			w.mu.Unlock()
-			w.total.Add(-1)
-		})
-	}, ""
+	return ""
 }
 
-// startWaiting reserves a waiting slot for scene, or answers 429 itself.
-func (m *Middleware) startWaiting(w http.ResponseWriter, scene string) (func(), bool) {
-	release, refused := m.waiters.acquire(scene)
-	if refused != "" {
+// release gives back a slot acquire reserved for scene.
+func (w *waiters) release(scene string) {
+	w.mu.Lock()
+	if w.byScene[scene]--; w.byScene[scene] <= 0 {
+		delete(w.byScene, scene)
+	}
+	w.mu.Unlock()
+	w.total.Add(-1)
+}
+
+// startWaiting reserves a waiting slot for scene, or answers 429 itself and
+// returns false. A caller that got true calls stopWaiting once, when it
+// stops waiting.
+func (m *Middleware) startWaiting(w http.ResponseWriter, scene string) bool {
+	if refused := m.waiters.acquire(scene); refused != "" {
 		m.metrics.Limited("waiters_" + refused)
 		w.Header().Set("Retry-After", strconv.Itoa(5))
 		if refused == "scene" {
@@ -92,13 +94,16 @@ func (m *Middleware) startWaiting(w http.ResponseWriter, scene string) (func(), 
 		} else {
 			writeError(w, http.StatusTooManyRequests, "too many browsers are waiting right now; try again in a moment")
 		}
-		return nil, false
+		return false
 	}
 	m.metrics.Waiting(1)
-	return func() {
-		release()
-		m.metrics.Waiting(-1)
-	}, true
+	return true
+}
+
+// stopWaiting releases the slot startWaiting reserved.
+func (m *Middleware) stopWaiting(scene string) {
+	m.waiters.release(scene)
+	m.metrics.Waiting(-1)
 }
 
 // allowQR applies the QR creation limits for one client address: this

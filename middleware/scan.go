@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -61,7 +60,7 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		case rec.State != StatePending:
 			refused = "conflict"
 		default:
-			if m.cfg.FetchUnionID && !fetched {
+			if (m.cfg.FetchUnionID || m.cfg.UserID == "unionid") && !fetched {
 				unionID, fetched = m.lookupUnionID(ctx, ev.FromUserName), true
 			}
 			rec.State = StateConfirmed
@@ -161,7 +160,7 @@ func (m *Middleware) updateScene(ctx context.Context, scene string, change func(
 		if !change(&rec) {
 			return rec, false, nil
 		}
-		updated, err := json.Marshal(rec)
+		updated, err := encodeScene(rec)
 		if err != nil {
 			return sceneRecord{}, false, err
 		}

@@ -2,12 +2,17 @@ package middleware
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,11 +57,338 @@ type sceneRecord struct {
 	ConfirmTries int    `json:"ctries,omitempty"`
 }
 
+// A scene record is read on every poll and every wake-up of every browser
+// waiting on it, and held in the store for every QR code shown, so it is
+// kept in a compact binary form rather than JSON:
+//
+//	format  1 byte, sceneFormat
+//	state   1 byte, an index in sceneStates
+//	exp     varint, ExpiresAt
+//	tries   uvarint, ConfirmTries
+//	present uvarint, bit i set when string field i is not empty
+//	then each present string field, in sceneRecord.strings order:
+//	        uvarint length, bytes
+//
+// The ticket and the QR code's URL, the largest fields, are packed when
+// they have WeChat's form, and their length word is 4×n + form:
+//
+//	ticket form 0: n bytes, the ticket
+//	       form 1: n bytes, the bytes the ticket's standard base64 spells
+//	URL    form 0: n bytes, the URL
+//	       form 1: n bytes, the URL after wechatQRPrefix
+//	       form 2: none, the URL is the n bytes at offset o (uvarint,
+//	               after the length) of the ticket's bytes, where WeChat
+//	               puts it
+//
+// A pending scene of WeChat's takes about 120 bytes, its JSON 330. The
+// state and the expiry come first, so a poll learns them without decoding
+// the rest. Records written as JSON by earlier versions (their first byte
+// is '{') are still read: a login in flight during an upgrade completes,
+// and its record is rewritten in this form at its next change.
+const sceneFormat = 0x01
+
+// sceneStates maps the stored state byte to the state; 0 is no state.
+var sceneStates = [...]string{1: StatePending, 2: StateScanned, 3: StateConfirmed, 4: StateDenied, 5: StateExpired}
+
+func stateCode(state string) (byte, bool) {
+	for i, s := range sceneStates {
+		if i > 0 && s == state {
+			return byte(i), true
+		}
+	}
+	return 0, false
+}
+
+// sceneStringFields is the number of string fields a record carries.
+const sceneStringFields = 10
+
+// strings lists the record's string fields in their stored order. New
+// fields go at the end.
+func (r *sceneRecord) strings() [sceneStringFields]*string {
+	return [...]*string{&r.Ticket, &r.QRURL, &r.Next, &r.Client, &r.OpenID, &r.UnionID, &r.ScanKey, &r.SID, &r.NotMeCode, &r.ConfirmCode}
+}
+
+// wechatQRPrefix begins the URL of every QR code WeChat makes.
+const wechatQRPrefix = "http://weixin.qq.com/q/"
+
+// The fields that are packed, and their forms.
+const (
+	ticketField = 0
+	qrURLField  = 1
+
+	formRaw      = 0
+	formBase64   = 1 // ticket
+	formPrefixed = 1 // URL
+	formInTicket = 2 // URL
+)
+
+var ticketEncoding = base64.StdEncoding.Strict()
+
+// appendScene appends the stored form of rec to dst.
+func appendScene(dst []byte, rec *sceneRecord) ([]byte, error) {
+	code, ok := stateCode(rec.State)
+	if !ok {
+		return nil, fmt.Errorf("encode scene: unknown state %q", rec.State)
+	}
+	if rec.ConfirmTries < 0 {
+		return nil, fmt.Errorf("encode scene: negative ConfirmTries %d", rec.ConfirmTries)
+	}
+	fields := rec.strings()
+	var present uint64
+	for i, f := range fields {
+		if *f != "" {
+			present |= 1 << i
+		}
+	}
+	dst = append(dst, sceneFormat, code)
+	dst = binary.AppendVarint(dst, rec.ExpiresAt)
+	dst = binary.AppendUvarint(dst, uint64(rec.ConfirmTries))
+	dst = binary.AppendUvarint(dst, present)
+	var ticket []byte // the ticket's bytes, when packed
+	for i, f := range fields {
+		v := *f
+		switch {
+		case v == "":
+		case i == ticketField:
+			start := len(dst)
+			if dst, ok = appendPackedTicket(dst, v); ok {
+				_, n := binary.Uvarint(dst[start:])
+				ticket = dst[start+n:]
+			} else {
+				dst = appendPacked(dst, formRaw, v)
+			}
+		case i == qrURLField:
+			if at := strings.Index(string(ticket), v); at >= 0 {
+				dst = binary.AppendUvarint(dst, uint64(len(v))<<2|formInTicket)
+				dst = binary.AppendUvarint(dst, uint64(at))
+			} else if rest, ok := strings.CutPrefix(v, wechatQRPrefix); ok {
+				dst = appendPacked(dst, formPrefixed, rest)
+			} else {
+				dst = appendPacked(dst, formRaw, v)
+			}
+		default:
+			dst = binary.AppendUvarint(dst, uint64(len(v)))
+			dst = append(dst, v...)
+		}
+	}
+	return dst, nil
+}
+
+func appendPacked(dst []byte, form uint64, v string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(v))<<2|form)
+	return append(dst, v...)
+}
+
+// appendPackedTicket appends a ticket in form 1, if it has one: the bytes
+// its standard base64 spells, which give back exactly the ticket.
+func appendPackedTicket(dst []byte, ticket string) ([]byte, bool) {
+	// The decoder skips newlines, so a ticket with one would not come
+	// back the same.
+	if len(ticket)%4 != 0 || strings.ContainsAny(ticket, "\r\n") {
+		return dst, false
+	}
+	n := len(ticket) / 4 * 3
+	switch {
+	case strings.HasSuffix(ticket, "=="):
+		n -= 2
+	case strings.HasSuffix(ticket, "="):
+		n--
+	}
+	head := binary.AppendUvarint(dst, uint64(n)<<2|formBase64)
+	out, err := ticketEncoding.AppendDecode(head, []byte(ticket))
+	if err != nil || len(out)-len(head) != n {
+		return dst, false
+	}
+	return out, true
+}
+
+// encodeScene returns the stored form of rec.
+func encodeScene(rec sceneRecord) ([]byte, error) {
+	return appendScene(make([]byte, 0, 32+len(rec.Ticket)+len(rec.Next)+len(rec.Client)), &rec)
+}
+
+var errSceneRecord = errors.New("decode scene: malformed record")
+
+// isLegacyScene reports whether raw is a record in the JSON form of earlier
+// versions.
+func isLegacyScene(raw []byte) bool { return len(raw) > 0 && raw[0] == '{' }
+
+func decodeLegacyScene(raw []byte) (sceneRecord, error) {
+	var rec sceneRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return sceneRecord{}, fmt.Errorf("decode scene: %w", err)
+	}
+	return rec, nil
+}
+
+// compactHead reads a compact record's state and expiry, and returns where
+// the rest of it starts.
+func compactHead(raw []byte) (state string, exp int64, rest int, err error) {
+	if len(raw) < 3 || raw[0] != sceneFormat || raw[1] == 0 || int(raw[1]) >= len(sceneStates) {
+		return "", 0, 0, errSceneRecord
+	}
+	exp, n := binary.Varint(raw[2:])
+	if n <= 0 {
+		return "", 0, 0, errSceneRecord
+	}
+	return sceneStates[raw[1]], exp, 2 + n, nil
+}
+
+// peekScene reads a stored record's state and expiry (unix seconds),
+// decoding no more of a compact record than that.
+func peekScene(raw []byte) (state string, exp int64, err error) {
+	if isLegacyScene(raw) {
+		rec, err := decodeLegacyScene(raw)
+		return rec.State, rec.ExpiresAt, err
+	}
+	state, exp, _, err = compactHead(raw)
+	return state, exp, err
+}
+
+// fieldSpan is where a compact record holds a string field: the bytes
+// raw[from:to] in the given form, size bytes once unpacked.
+type fieldSpan struct {
+	from, to, size int
+	form           uint64
+}
+
+// decodeScene decodes a stored record, compact or JSON.
+func decodeScene(raw []byte) (sceneRecord, error) {
+	if isLegacyScene(raw) {
+		return decodeLegacyScene(raw)
+	}
+	var rec sceneRecord
+	var pos int
+	var err error
+	if rec.State, rec.ExpiresAt, pos, err = compactHead(raw); err != nil {
+		return sceneRecord{}, err
+	}
+	tries, n := binary.Uvarint(raw[pos:])
+	if n <= 0 || tries > math.MaxInt32 {
+		return sceneRecord{}, errSceneRecord
+	}
+	pos += n
+	present, n := binary.Uvarint(raw[pos:])
+	if n <= 0 || present>>sceneStringFields != 0 {
+		return sceneRecord{}, errSceneRecord
+	}
+	pos += n
+	rec.ConfirmTries = int(tries)
+
+	// First the fields' places and sizes, then one string that holds them
+	// all, of which the fields are slices.
+	var spans [sceneStringFields]fieldSpan
+	total := 0
+	for i := range sceneStringFields {
+		if present&(1<<i) == 0 {
+			continue
+		}
+		sp, next, ok := readSpan(raw, pos, i, spans[ticketField])
+		if !ok || sp.size == 0 { // empty fields are not present
+			return sceneRecord{}, errSceneRecord
+		}
+		spans[i], pos, total = sp, next, total+sp.size
+	}
+	if pos != len(raw) {
+		return sceneRecord{}, errSceneRecord
+	}
+	var b strings.Builder
+	b.Grow(total)
+	for i, sp := range spans {
+		switch {
+		case sp.size == 0:
+		case i == ticketField && sp.form == formBase64:
+			var text [256]byte
+			if sp.size <= len(text) {
+				ticketEncoding.Encode(text[:sp.size], raw[sp.from:sp.to])
+				b.Write(text[:sp.size])
+			} else {
+				b.WriteString(ticketEncoding.EncodeToString(raw[sp.from:sp.to]))
+			}
+		case i == qrURLField && sp.form == formPrefixed:
+			b.WriteString(wechatQRPrefix)
+			b.Write(raw[sp.from:sp.to])
+		default:
+			b.Write(raw[sp.from:sp.to])
+		}
+	}
+	all, at := b.String(), 0
+	for i, f := range rec.strings() {
+		*f = all[at : at+spans[i].size]
+		at += spans[i].size
+	}
+	return rec, nil
+}
+
+// readSpan reads field i of a compact record at pos, and returns where the
+// next field starts.
+func readSpan(raw []byte, pos, i int, ticket fieldSpan) (fieldSpan, int, bool) {
+	l, n := binary.Uvarint(raw[pos:])
+	if n <= 0 {
+		return fieldSpan{}, 0, false
+	}
+	pos += n
+	size, form := l, uint64(formRaw)
+	if i == ticketField || i == qrURLField {
+		size, form = l>>2, l&3
+	}
+	if i == qrURLField && form == formInTicket {
+		at, n := binary.Uvarint(raw[pos:])
+		if n <= 0 || ticket.form != formBase64 || at > uint64(ticket.to-ticket.from) || size > uint64(ticket.to-ticket.from)-at {
+			return fieldSpan{}, 0, false
+		}
+		from := ticket.from + int(at)
+		return fieldSpan{from: from, to: from + int(size), size: int(size), form: form}, pos + n, true
+	}
+	if size > uint64(len(raw)-pos) {
+		return fieldSpan{}, 0, false
+	}
+	sp := fieldSpan{from: pos, to: pos + int(size), size: int(size), form: form}
+	switch {
+	case i == ticketField && form == formBase64:
+		sp.size = ticketEncoding.EncodedLen(int(size))
+	case i == ticketField && form != formRaw:
+		return fieldSpan{}, 0, false
+	case i == qrURLField && form == formPrefixed:
+		sp.size += len(wechatQRPrefix)
+	case i == qrURLField && form != formRaw:
+		return fieldSpan{}, 0, false
+	}
+	return sp, sp.to, true
+}
+
 // bindingRecord is what the browser-binding cookie seals: the scene this
 // browser asked for. Only the browser holding it can learn the scene's state
 // or redeem it.
 type bindingRecord struct {
 	Scene string `json:"scene"`
+}
+
+// bindingPrefix and bindingSuffix frame a scene id in the binding cookie's
+// payload as setBinding writes it.
+const (
+	bindingPrefix = `{"scene":"`
+	bindingSuffix = `"}`
+)
+
+// bindingScene returns the scene id a binding cookie's payload names, or
+// false. The form setBinding writes is read without decoding JSON; any
+// other spelling goes through the decoder.
+func bindingScene(payload []byte) ([]byte, bool) {
+	if len(payload) == len(bindingPrefix)+sceneIDLen+len(bindingSuffix) &&
+		string(payload[:len(bindingPrefix)]) == bindingPrefix &&
+		string(payload[len(bindingPrefix)+sceneIDLen:]) == bindingSuffix {
+		id := payload[len(bindingPrefix) : len(bindingPrefix)+sceneIDLen]
+		if !validSceneID(string(id)) {
+			return nil, false
+		}
+		return id, true
+	}
+	var b bindingRecord
+	if err := json.Unmarshal(payload, &b); err != nil || !validSceneID(b.Scene) {
+		return nil, false
+	}
+	return []byte(b.Scene), true
 }
 
 func sceneKey(id string) string { return "scene:" + id }
@@ -89,14 +421,31 @@ func (m *Middleware) loadSceneFrom(ctx context.Context, st store.Store, id strin
 	if err != nil {
 		return sceneRecord{}, nil, err
 	}
-	var rec sceneRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return sceneRecord{}, nil, fmt.Errorf("decode scene: %w", err)
+	rec, err := decodeScene(raw)
+	if err != nil {
+		return sceneRecord{}, nil, err
 	}
 	if rec.ExpiresAt <= m.cfg.Now().Unix() {
 		return sceneRecord{}, nil, store.ErrNotFound
 	}
 	return rec, raw, nil
+}
+
+// sceneState reads the state of a scene that has not expired, and its
+// expiry (unix seconds), decoding no more of the record than that.
+func (m *Middleware) sceneState(ctx context.Context, id string) (string, int64, error) {
+	raw, err := m.store.Get(ctx, sceneKey(id))
+	if err != nil {
+		return "", 0, err
+	}
+	state, exp, err := peekScene(raw)
+	if err != nil {
+		return "", 0, err
+	}
+	if exp <= m.cfg.Now().Unix() {
+		return "", 0, store.ErrNotFound
+	}
+	return state, exp, nil
 }
 
 // qrResponse is the JSON answer of POST {prefix}/qr.
@@ -145,10 +494,11 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 
 	// The same browser asking again while its scene is still pending gets
 	// that scene back: no new WeChat call, no new quota spent.
-	if b, ok := m.binding(r); ok {
-		rec, _, err := m.loadScene(ctx, b.Scene)
+	if bound, ok := bindingScene(m.cookies.Open(r, bindingCookie)); ok {
+		id := string(bound)
+		rec, _, err := m.loadScene(ctx, id)
 		if err == nil && rec.State == StatePending && rec.ExpiresAt-m.cfg.Now().Unix() >= 30 {
-			writeJSON(w, http.StatusOK, m.qrResponse(b.Scene, rec))
+			writeJSON(w, http.StatusOK, m.qrResponse(id, rec))
 			return
 		}
 	}
@@ -182,7 +532,7 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt: m.cfg.Now().Add(ttl).Unix(),
 		Client:    useragent.Describe(r.UserAgent()) + ", " + m.cfg.ClientIP(r),
 	}
-	raw, err := json.Marshal(rec)
+	raw, err := encodeScene(rec)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
@@ -208,48 +558,83 @@ func (m *Middleware) setBinding(w http.ResponseWriter, r *http.Request, scene st
 	return m.cookies.Set(w, r, bindingCookie, payload, exp, exp.Sub(m.cfg.Now())+time.Minute)
 }
 
-// binding returns the scene this browser is bound to, if any.
-func (m *Middleware) binding(r *http.Request) (bindingRecord, bool) {
-	payload := m.cookies.Open(r, bindingCookie)
-	if payload == nil {
-		return bindingRecord{}, false
+// sceneQuery is what the scene routes read from the query string.
+type sceneQuery struct {
+	scene  string
+	scenes int // how many scene parameters there are
+	wait   string
+	waits  int
+}
+
+// parseSceneQuery reads the scene and wait parameters as url.ParseQuery
+// would, in one pass. Queries with escapes or semicolons, which no page of
+// ours sends, go through url.ParseQuery itself.
+func parseSceneQuery(raw string) sceneQuery {
+	var q sceneQuery
+	if needsQueryDecoder(raw) {
+		v, _ := url.ParseQuery(raw)
+		q.scenes, q.waits = len(v["scene"]), len(v["wait"])
+		q.scene, q.wait = v.Get("scene"), v.Get("wait")
+		return q
 	}
-	var b bindingRecord
-	if err := json.Unmarshal(payload, &b); err != nil || !validSceneID(b.Scene) {
-		return bindingRecord{}, false
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		switch key {
+		case "scene":
+			if q.scenes++; q.scenes == 1 {
+				q.scene = value
+			}
+		case "wait":
+			if q.waits++; q.waits == 1 {
+				q.wait = value
+			}
+		}
 	}
-	return b, true
+	return q
+}
+
+// needsQueryDecoder reports whether raw has an escape or a semicolon.
+func needsQueryDecoder(raw string) bool {
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '%', '+', ';':
+			return true
+		}
+	}
+	return false
 }
 
 // boundScene checks the ?scene= parameter against the browser's binding and
-// answers the request itself when they do not match.
-func (m *Middleware) boundScene(w http.ResponseWriter, r *http.Request) (string, bool) {
+// answers the request itself when they do not match. It returns the query
+// it read.
+func (m *Middleware) boundScene(w http.ResponseWriter, r *http.Request) (sceneQuery, bool) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, http.MethodGet)
-		return "", false
+		return sceneQuery{}, false
 	}
-	q := r.URL.Query()
-	if len(q["scene"]) != 1 || !validSceneID(q.Get("scene")) {
+	q := parseSceneQuery(r.URL.RawQuery)
+	if q.scenes != 1 || !validSceneID(q.scene) {
 		writeError(w, http.StatusBadRequest, "missing or malformed scene")
-		return "", false
+		return sceneQuery{}, false
 	}
-	id := q.Get("scene")
-	b, ok := m.binding(r)
-	if !ok || b.Scene != id {
+	bound, ok := bindingScene(m.cookies.Open(r, bindingCookie))
+	if !ok || string(bound) != q.scene {
 		writeError(w, http.StatusForbidden, "this login code belongs to another browser")
-		return "", false
+		return sceneQuery{}, false
 	}
-	return id, true
+	return q, true
 }
 
 // handleQRImage serves GET {prefix}/qr.svg?scene=…: the QR code, rendered by
 // us from the ticket's content URL, so no request goes to WeChat's image host.
 func (m *Middleware) handleQRImage(w http.ResponseWriter, r *http.Request) {
-	id, ok := m.boundScene(w, r)
+	q, ok := m.boundScene(w, r)
 	if !ok {
 		return
 	}
-	rec, _, err := m.loadScene(r.Context(), id)
+	rec, _, err := m.loadScene(r.Context(), q.scene)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "login code expired")
 		return
@@ -275,17 +660,61 @@ func (m *Middleware) handleQRImage(w http.ResponseWriter, r *http.Request) {
 type pollResponse struct {
 	Status   string `json:"status"`
 	Redirect string `json:"redirect,omitempty"`
+	// Reason says why a login was denied when it is not the allowlist.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReasonNoUnionID is the poll answer's reason for a login denied because
+// the site knows people by unionid (Config.UserID) and WeChat gave none.
+const ReasonNoUnionID = "no_unionid"
+
+// statusAnswers are the poll answers and status events that carry a state
+// alone, encoded once: almost every poll gets one of them.
+var statusAnswers = func() map[string]statusAnswer {
+	a := make(map[string]statusAnswer, len(sceneStates))
+	for _, state := range sceneStates[1:] {
+		body, err := json.Marshal(pollResponse{Status: state})
+		if err != nil {
+			panic(err)
+		}
+		a[state] = statusAnswer{
+			poll:  append(body, '\n'), // as writeJSON's encoder ends it
+			event: []byte("event: status\ndata: " + string(body) + "\n\n"),
+		}
+	}
+	return a
+}()
+
+type statusAnswer struct{ poll, event []byte }
+
+// writeStatus answers a poll with state alone, as writeJSON would.
+func writeStatus(w http.ResponseWriter, state string) {
+	a, ok := statusAnswers[state]
+	if !ok {
+		writeJSON(w, http.StatusOK, pollResponse{Status: state})
+		return
+	}
+	h := w.Header()
+	// One allocation for the three values, not one each.
+	v := [...]string{"application/json; charset=utf-8", "no-store", "nosniff"}
+	h["Content-Type"], h["Cache-Control"], h["X-Content-Type-Options"] = v[0:1:1], v[1:2:2], v[2:3:3]
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(a.poll)
 }
 
 // handlePoll serves GET {prefix}/poll?scene=…[&wait=seconds]. With wait, it
 // holds the request until the scene changes or the wait ends. The first
 // "confirmed" answer redeems the scene and carries the session cookie.
+//
+// A waiting poll costs its request's goroutine and nothing else that runs:
+// a subscription (a channel) and one timer.
 func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
-	id, ok := m.boundScene(w, r)
+	q, ok := m.boundScene(w, r)
 	if !ok {
 		return
 	}
-	wait, err := m.parseWait(r.URL.Query()["wait"])
+	id := q.scene
+	wait, err := m.parseWait(q.waits, q.wait)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -293,71 +722,72 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 
 	var wake <-chan struct{}
+	var deadline <-chan time.Time
 	if wait > 0 {
 		// Subscribe before reading, so a change between the read and the
 		// wait is not missed.
-		done, ok := m.startWaiting(w, id)
-		if !ok {
+		if !m.startWaiting(w, id) {
 			return
 		}
-		defer done()
+		defer m.stopWaiting(id)
 		ch, cancel := m.notifier.Subscribe(sceneKey(id))
 		defer cancel()
 		wake = ch
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		deadline = timer.C
 	}
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
 	first := ""
 	for {
-		rec, _, err := m.loadScene(ctx, id)
+		state, _, err := m.sceneState(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			writeJSON(w, http.StatusOK, pollResponse{Status: StateExpired})
+			writeStatus(w, StateExpired)
 			return
 		case err != nil:
 			m.storeFailure(w, "load scene", err)
 			return
 		}
-		if rec.State == StateConfirmed {
+		if state == StateConfirmed {
 			m.redeem(w, r, id)
 			return
 		}
 		if first == "" {
-			first = rec.State
+			first = state
 		}
 		// Answer at once without wait, and on any change (pending →
 		// scanned) with it.
-		if wait <= 0 || rec.State != first {
-			writeJSON(w, http.StatusOK, pollResponse{Status: rec.State})
+		if wait <= 0 || state != first {
+			writeStatus(w, state)
 			return
 		}
 		select {
 		case <-wake:
-		case <-deadline.C:
-			writeJSON(w, http.StatusOK, pollResponse{Status: rec.State})
+		case <-deadline:
+			writeStatus(w, state)
 			return
 		case <-ctx.Done():
 			return
 		case <-m.done:
-			writeJSON(w, http.StatusOK, pollResponse{Status: rec.State})
+			writeStatus(w, state)
 			return
 		}
 	}
 }
 
-func (m *Middleware) parseWait(v []string) (time.Duration, error) {
-	switch len(v) {
+func (m *Middleware) parseWait(n int, v string) (time.Duration, error) {
+	switch n {
 	case 0:
 		return 0, nil
 	case 1:
 	default:
 		return 0, errors.New("wait given more than once")
 	}
-	n, err := strconv.Atoi(v[0])
-	if err != nil || n < 0 {
+	secs, err := strconv.Atoi(v)
+	if err != nil || secs < 0 {
 		return 0, errors.New("wait must be a whole number of seconds")
 	}
-	d := time.Duration(n) * time.Second
+	d := time.Duration(secs) * time.Second
 	return min(d, m.cfg.LongPollTimeout), nil
 }
 
@@ -367,28 +797,36 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 	raw, err := m.store.Take(r.Context(), sceneKey(id))
 	if errors.Is(err, store.ErrNotFound) {
 		// Somebody redeemed it first (another tab of this browser).
-		writeJSON(w, http.StatusOK, pollResponse{Status: StateExpired})
+		writeStatus(w, StateExpired)
 		return
 	}
 	if err != nil {
 		m.storeFailure(w, "redeem scene", err)
 		return
 	}
-	var rec sceneRecord
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.State != StateConfirmed || rec.OpenID == "" {
+	rec, err := decodeScene(raw)
+	if err != nil || rec.State != StateConfirmed || rec.OpenID == "" {
 		status := StateExpired
 		if rec.State == StateDenied {
 			status = StateDenied // the scanner said "not me" a moment ago
 		}
-		writeJSON(w, http.StatusOK, pollResponse{Status: status})
+		writeStatus(w, status)
 		return
 	}
 	m.cookies.Clear(w, r, bindingCookie)
 	id2 := Identity{AppID: m.cfg.AppID, OpenID: rec.OpenID, UnionID: rec.UnionID, Method: MethodQR}
+	if m.cfg.UserID == "unionid" && id2.UnionID == "" {
+		// Never the openid in its place (see Config.UserID): the page
+		// says why from the reason.
+		m.log.Info("login refused: WeChat gave no unionid", zap.String("openid", logID(rec.OpenID)))
+		m.metrics.LoginDenied(MethodQR)
+		writeJSON(w, http.StatusOK, pollResponse{Status: StateDenied, Reason: ReasonNoUnionID})
+		return
+	}
 	if !m.allowed(id2) {
 		m.log.Info("login refused by allowlist", zap.String("openid", logID(rec.OpenID)))
 		m.metrics.LoginDenied(MethodQR)
-		writeJSON(w, http.StatusOK, pollResponse{Status: StateDenied})
+		writeStatus(w, StateDenied)
 		return
 	}
 	// The session id was drawn at the scan, so the scanner's "not me" can
@@ -406,24 +844,32 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusOK, pollResponse{Status: StateConfirmed, Redirect: next})
 }
 
+// sseKeepalive is how often an idle event stream gets a comment line, so
+// that proxies do not close it.
+const sseKeepalive = 15 * time.Second
+
 // handleEvents serves GET {prefix}/events?scene=… as Server-Sent Events: one
 // "status" event now and one on every change, until a final state. The
 // browser then calls poll once to redeem a confirmed scene (an event stream
 // cannot set cookies after it started).
+//
+// Like a waiting poll, a stream costs its request's goroutine, a
+// subscription and one timer, which serves both the keepalive and the
+// scene's expiry.
 func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
-	id, ok := m.boundScene(w, r)
+	q, ok := m.boundScene(w, r)
 	if !ok {
 		return
 	}
+	id := q.scene
 	// Servers wrap the ResponseWriter (Caddy does); the controller finds the
 	// flusher underneath.
 	rc := http.NewResponseController(w)
 	ctx := r.Context()
-	done, ok := m.startWaiting(w, id)
-	if !ok {
+	if !m.startWaiting(w, id) {
 		return
 	}
-	defer done()
+	defer m.stopWaiting(id)
 	wake, cancel := m.notifier.Subscribe(sceneKey(id))
 	defer cancel()
 
@@ -432,54 +878,69 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprint(w, "retry: 2000\n\n")
+	_, _ = io.WriteString(w, "retry: 2000\n\n")
 	if err := rc.Flush(); err != nil {
 		m.log.Warn("event stream cannot be flushed; the page falls back to polling", zap.Error(err))
 		return
 	}
 	flush := func() { _ = rc.Flush() }
 
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
+	timer := time.NewTimer(sseKeepalive)
+	defer timer.Stop()
+	nextKeepalive := time.Now().Add(sseKeepalive)
+	var expiry time.Time // on the real clock, which timers run on
 	var last string
-	var expiry *time.Timer
 	for {
-		rec, _, err := m.loadScene(ctx, id)
-		status := rec.State
+		status, exp, err := m.sceneState(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			status = StateExpired
 		case err != nil:
 			m.log.Warn("store failure while streaming scene events", zap.Error(err))
-			_, _ = fmt.Fprint(w, "event: error\ndata: {\"error\":\"temporarily unavailable\"}\n\n")
+			_, _ = io.WriteString(w, "event: error\ndata: {\"error\":\"temporarily unavailable\"}\n\n")
 			flush()
 			return
 		}
 		if status != last {
-			data, _ := json.Marshal(pollResponse{Status: status})
-			_, _ = fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
+			if a, ok := statusAnswers[status]; ok {
+				_, _ = w.Write(a.event)
+			} else {
+				data, _ := json.Marshal(pollResponse{Status: status})
+				_, _ = fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
+			}
 			flush()
 			last = status
 		}
 		if status != StatePending && status != StateScanned {
 			return
 		}
-		if expiry == nil {
-			expiry = time.NewTimer(time.Unix(rec.ExpiresAt, 0).Sub(m.cfg.Now()) + time.Second)
-			defer expiry.Stop()
+		if expiry.IsZero() {
+			expiry = time.Now().Add(time.Unix(exp, 0).Sub(m.cfg.Now()) + time.Second)
+			resetTimer(timer, nextKeepalive, expiry)
 		}
 		select {
 		case <-wake:
-		case <-expiry.C:
-		case <-keepalive.C:
-			_, _ = fmt.Fprint(w, ": keepalive\n\n")
-			flush()
+		case now := <-timer.C:
+			if !now.Before(nextKeepalive) {
+				_, _ = io.WriteString(w, ": keepalive\n\n")
+				flush()
+				nextKeepalive = now.Add(sseKeepalive)
+			}
+			resetTimer(timer, nextKeepalive, expiry)
 		case <-ctx.Done():
 			return
 		case <-m.done:
 			return
 		}
 	}
+}
+
+// resetTimer sets t for the earlier of a and b.
+func resetTimer(t *time.Timer, a, b time.Time) {
+	if b.Before(a) {
+		a = b
+	}
+	t.Reset(time.Until(a))
 }
 
 // loginURL is where unauthenticated browsers are sent.

@@ -1,7 +1,9 @@
 package middleware
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -50,4 +52,66 @@ func TestUnionIDModeNeverFallsBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnionIDModeQR: in unionid mode a QR login looks the unionid up
+// (without FetchUnionID) and logs in with it; an Official Account not bound
+// to an Open Platform account gives none, and the login is denied with the
+// reason the page shows, never completed with the openid.
+func TestUnionIDModeQR(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		unbound bool
+	}{
+		{"bound account", false},
+		{"unbound account", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnvApp(t, func(c *Config) { c.UserID = "unionid" }, func(a *wechattest.App) { a.Unbound = tc.unbound })
+			b := env.browser()
+			qr := b.createQR("/")
+			if _, err := env.fake.Scan(context.Background(), testAppID, qr["qr_content"].(string), "alice"); err != nil {
+				t.Fatal(err)
+			}
+			got := b.poll(qr["scene"].(string), 5).json(t)
+			if !tc.unbound {
+				if got["status"] != StateConfirmed || b.whoami()["unionid"] != env.fake.UnionID("alice") {
+					t.Fatalf("poll %v, identity %v", got, b.whoami())
+				}
+				return
+			}
+			if got["status"] != StateDenied || got["reason"] != ReasonNoUnionID || b.cookie(sessionCookie) != nil {
+				t.Fatalf("poll %v, session cookie %v", got, b.cookie(sessionCookie))
+			}
+		})
+	}
+}
+
+// newEnvApp is newEnv (safe mode) with the fake's Official Account edited
+// by app before it is added.
+func newEnvApp(t *testing.T, cfg func(*Config), app func(*wechattest.App)) *testEnv {
+	t.Helper()
+	fake := wechattest.NewServer(wechattest.Config{})
+	t.Cleanup(fake.Close)
+	c := Config{
+		AppID: testAppID, AppSecret: testSecret, PushToken: testToken, EncodingAESKey: testAESKey,
+		SessionKeys: [][]byte{testSessionKey}, Endpoint: fake.Endpoint(), SiteName: "Example",
+	}
+	cfg(&c)
+	mw, err := New(c)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = mw.Close() })
+	srv := httptest.NewServer(mw.Handler(http.HandlerFunc(echoIdentity)))
+	t.Cleanup(srv.Close)
+	a := wechattest.App{
+		AppID: testAppID, AppSecret: testSecret, Token: testToken, EncodingAESKey: testAESKey,
+		OriginalID: testGhID, CallbackURL: srv.URL + "/wechat/callback", Mode: wechattest.Safe,
+	}
+	app(&a)
+	if err := fake.AddApp(a); err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{t: t, fake: fake, mw: mw, srv: srv, cfg: mw.cfg}
 }

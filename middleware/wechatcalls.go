@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -63,20 +65,69 @@ func (m *Middleware) instrumentedClient(hc *http.Client) *http.Client {
 	return ObservedClient(hc, m.cfg.Metrics)
 }
 
-// ObservedClient returns a copy of hc (nil means a client with a 10 s
-// timeout) that reports every call to WeChat to mt: the endpoint path, the
-// outcome ("ok", "errcode_N", "http_N", "transport_error") and the latency.
-// Adapters that make calls of their own (the Caddy module's access-token
-// cache, shared across reloads) use it so that those calls are counted too.
+// Limits of the connections to WeChat. Logins come in bursts (a page that
+// many people open at once), and every QR code is a call to WeChat: without
+// a pool sized for that, each call of a burst opens a connection of its own
+// (a TCP and TLS handshake to a server that may be far away) and all but two
+// are closed again afterwards. A few connections kept open serve a burst
+// one call after another (a call that finds all of them busy waits for one,
+// within the client's timeout): WeChat answers in tens of milliseconds, so
+// eight connections carry hundreds of calls a second, well above the QR
+// ceiling.
+const (
+	maxWeChatConnsPerHost = 8
+	// Three hosts (API, authorization pages, mp) at most.
+	maxWeChatIdleConns    = 3 * maxWeChatConnsPerHost
+	wechatIdleConnTimeout = 90 * time.Second
+	wechatDialTimeout     = 5 * time.Second
+	wechatTLSTimeout      = 5 * time.Second
+	// WeChat's headers are a few hundred bytes.
+	maxWeChatHeaderBytes = 64 << 10
+)
+
+// wechatTransport is the transport of the default client to WeChat, shared
+// by every middleware of the process, so a config reload (which builds a new
+// middleware) keeps the connections already open.
+var wechatTransport = sync.OnceValue(func() *http.Transport {
+	dialer := &net.Dialer{Timeout: wechatDialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxConnsPerHost:        maxWeChatConnsPerHost,
+		MaxIdleConnsPerHost:    maxWeChatConnsPerHost,
+		MaxIdleConns:           maxWeChatIdleConns,
+		IdleConnTimeout:        wechatIdleConnTimeout,
+		TLSHandshakeTimeout:    wechatTLSTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: maxWeChatHeaderBytes,
+	}
+})
+
+// noRedirects is the wechat package's rule for its own default client:
+// WeChat's JSON APIs never redirect, and following a redirect would carry a
+// call that holds credentials to an address WeChat did not give.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// ObservedClient returns a copy of hc that reports every call to WeChat to
+// mt: the endpoint path, the outcome ("ok", "errcode_N", "http_N",
+// "transport_error") and the latency. Adapters that make calls of their own
+// (the Caddy module's access-token cache, shared across reloads) use it so
+// that those calls are counted too.
+//
+// A nil hc means the default client to WeChat: a 10 s timeout, no
+// redirects followed, and a pool of at most eight kept-alive connections
+// per WeChat host, shared by the whole process. A client given without a
+// Transport gets that pool too; everything else about it is kept.
 func ObservedClient(hc *http.Client, mt Metrics) *http.Client {
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: noRedirects}
 	if hc != nil {
 		cp := *hc
 		c = &cp
 	}
 	base := c.Transport
 	if base == nil {
-		base = http.DefaultTransport
+		base = wechatTransport()
 	}
 	if mt == nil {
 		mt = nopMetrics{}

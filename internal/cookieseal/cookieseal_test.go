@@ -373,3 +373,43 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendOpen: the payload is appended to the caller's buffer, which an
+// error leaves as it was.
+func TestAppendOpen(t *testing.T) {
+	c := mustNew(t, testKey(1))
+	v := mustSeal(t, c, "n", []byte("payload"), t0.Add(time.Hour))
+	tampered := []byte(v)
+	tampered[len(tampered)/2] ^= 'A' ^ 'B'
+	buf := append(make([]byte, 0, 64), "kept:"...)
+	got, err := c.AppendOpen(buf, "n", v, t0)
+	if err != nil || string(got) != "kept:payload" {
+		t.Fatalf("AppendOpen = %q, %v", got, err)
+	}
+	for _, tc := range []struct {
+		name, value string
+		now         time.Time
+		want        error
+	}{
+		{"other", v, t0, ErrInvalid},
+		{"n", string(tampered), t0, ErrInvalid},
+		{"n", v, t0.Add(time.Hour), ErrExpired},
+	} {
+		got, err := c.AppendOpen(buf, tc.name, tc.value, tc.now)
+		if !errors.Is(err, tc.want) || string(got) != "kept:" {
+			t.Errorf("AppendOpen(%q, …) = %q, %v; want %q, %v", tc.name, got, err, "kept:", tc.want)
+		}
+	}
+}
+
+func BenchmarkAppendOpen(b *testing.B) {
+	c := mustNew(b, testKey(1), testKey(2))
+	v := mustSeal(b, c, "__Host-wechat_session", bytes.Repeat([]byte("a"), 200), t0.Add(time.Hour))
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.AppendOpen(buf[:0], "__Host-wechat_session", v, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,9 +7,14 @@ import "sync"
 
 // Set is a set of subscriptions by topic. Its zero value is ready to use;
 // it is safe for concurrent use.
+//
+// A topic has few subscribers (the tabs of one browser waiting on one
+// login), so each topic keeps them in a short slice; a subscription costs a
+// channel, its slot and its cancel function.
 type Set struct {
-	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
+	mu    sync.Mutex
+	subs  map[string][]chan struct{}
+	count int
 }
 
 // Subscribe registers interest in topic. The channel receives a value for
@@ -20,28 +25,32 @@ func (s *Set) Subscribe(topic string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	s.mu.Lock()
 	if s.subs == nil {
-		s.subs = make(map[string]map[chan struct{}]struct{})
+		s.subs = make(map[string][]chan struct{})
 	}
-	set := s.subs[topic]
-	if set == nil {
-		set = make(map[chan struct{}]struct{})
-		s.subs[topic] = set
-	}
-	set[ch] = struct{}{}
+	s.subs[topic] = append(s.subs[topic], ch)
+	s.count++
 	s.mu.Unlock()
+	return ch, func() { s.remove(topic, ch) }
+}
 
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if set := s.subs[topic]; set != nil {
-				delete(set, ch)
-				if len(set) == 0 {
-					delete(s.subs, topic)
-				}
-			}
-		})
+// remove drops ch from topic's subscribers, if it is still there.
+func (s *Set) remove(topic string, ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.subs[topic]
+	for i, c := range list {
+		if c != ch {
+			continue
+		}
+		last := len(list) - 1
+		list[i], list[last] = list[last], nil
+		if last == 0 {
+			delete(s.subs, topic)
+		} else {
+			s.subs[topic] = list[:last]
+		}
+		s.count--
+		return
 	}
 }
 
@@ -49,7 +58,7 @@ func (s *Set) Subscribe(topic string) (<-chan struct{}, func()) {
 func (s *Set) Wake(topic string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ch := range s.subs[topic] {
+	for _, ch := range s.subs[topic] {
 		signal(ch)
 	}
 }
@@ -59,8 +68,8 @@ func (s *Set) Wake(topic string) {
 func (s *Set) WakeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, set := range s.subs {
-		for ch := range set {
+	for _, list := range s.subs {
+		for _, ch := range list {
 			signal(ch)
 		}
 	}
@@ -70,11 +79,7 @@ func (s *Set) WakeAll() {
 func (s *Set) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	total := 0
-	for _, set := range s.subs {
-		total += len(set)
-	}
-	return total
+	return s.count
 }
 
 func signal(ch chan struct{}) {

@@ -12,9 +12,12 @@
 //   - Never another key's value. bigcache keys entries by a 64-bit hash and
 //     overwrites on collision. The store hashes keys with hash/maphash and
 //     a random seed per store, so outsiders cannot craft colliding keys, and
-//     it keeps the full key inside each entry and checks it on every read.
-//     Should two live keys still collide, the older one reads as absent and
-//     Stats.Collisions counts it.
+//     it keeps a second 64-bit hash of the key, under a seed of its own,
+//     inside each entry and checks it on every read: two keys are confused
+//     only if they agree on 128 bits of secretly seeded hash, where keeping
+//     the key itself would cost every entry some 40 bytes more. Should two
+//     live keys collide on the first hash, the older one reads as absent
+//     and Stats.Collisions counts it.
 //   - Atomic Create, Update and Take within the process, through mutexes
 //     striped by the same keyed hash.
 //   - Room for Config.MaxEntries. bigcache evicts the oldest entries when a
@@ -26,6 +29,16 @@
 //     pending logins, each created and updated three times within the TTL,
 //     fit. An evicted entry reads as absent, never as wrong data, and
 //     Stats.Evictions counts it.
+//   - Memory that follows the entries' own lifetimes. bigcache frees the
+//     bytes of an entry only once its one LifeWindow has passed since the
+//     entry was written, so a cache whose LifeWindow covers the longest
+//     time to live (a session's "not me" code: days) would keep every
+//     five-minute login for days, and fill up with them. The store keeps
+//     entries in classes by time to live, each a bigcache of its own whose
+//     LifeWindow is the longest time to live of its class: 2 minutes, 8,
+//     32, and so on by fours up to Config.MaxTTL. An entry's bytes are freed
+//     at most four times its time to live (or 2 minutes) after its last
+//     write, and long-lived entries never hold up the queue of short ones.
 //   - Silence. bigcache's verbose mode logs colliding keys; it is off and
 //     its logger discards everything.
 //
@@ -34,21 +47,22 @@
 // callback that reaches another instance finds nothing. Use the Redis store
 // for more than one instance.
 //
-// Memory is allocated as entries arrive, and bigcache does not give it back
-// while the store is open. Stats.LimitBytes (about 170 MB with the
-// defaults) bounds bigcache's queues, not the process: the queues grow by
-// doubling, and the copies they leave behind are garbage the Go runtime
-// holds on to for a while. Under a sustained flood of the largest entries
-// an anonymous request can create (OAuth states with a 1 KB return
-// address), a Caddy with the default store measured about 430 MB resident,
-// up from 60 MB, and stayed there while the store evicted (make flood;
-// BENCHMARKS.md). Once full, the store evicts its oldest entries; evictions
-// are counted in Stats.Evictions.
+// Memory: a class is created when the first entry of its time to live
+// arrives. With Config.MaxEntries set, its queues are allocated at once for
+// that many entries written once, so filling it does not copy queues that
+// grow by doubling (each copy is garbage the Go runtime holds on to for a
+// while); memory the entries have not yet been written to is reserved, not
+// resident. Queues grow beyond that (or, by default, from a small start)
+// up to Stats.LimitBytes (about 140 MB per class with the defaults), and
+// bigcache does not give queue memory back while the store is open. Once
+// a class is full, it evicts its oldest entries; evictions are counted in
+// Stats.Evictions.
 package bigcachestore
 
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -80,12 +94,21 @@ const (
 // Sizing assumptions; see sizeCache.
 const (
 	writesPerEntry      = 4    // create, then up to three updates
-	typicalKeyLen       = 64   // "prefix:" plus a 43-character scene
 	entriesPerShardGoal = 4096 // fewer, fuller shards spread more evenly
 	maxShards           = 64
-	initialPerShard     = 64 // entries' worth of memory allocated up front
-	numStripes          = 256
-	maxPooledBuf        = 4 << 10
+	// indexHint is the number of entries per shard bigcache's index maps
+	// are made for at first; they grow in small steps, unlike the queues.
+	indexHint    = 64
+	numStripes   = 256
+	maxPooledBuf = 4 << 10
+)
+
+// Classes by time to live: class i holds the entries whose time to live is
+// at most firstClassTTL × classFactor^i.
+const (
+	firstClassTTL = 2 * time.Minute
+	classFactor   = 4
+	maxClasses    = 16
 )
 
 // Config configures a Store. The zero value is usable.
@@ -93,10 +116,21 @@ type Config struct {
 	// MaxEntries is how many live entries (pending logins, push dedupe
 	// markers, OAuth states) the store must hold without evicting any.
 	// Default DefaultMaxEntries.
+	//
+	// When it is set, each class of time to live allocates its queues for
+	// MaxEntries entries written once as soon as it is created: memory
+	// reserved, not resident until entries fill it, but counted by the Go
+	// garbage collector as heap, which lets other garbage grow as much
+	// before a collection. Without it, the queues start small and grow by
+	// doubling, and each copy they leave behind is garbage resident for a
+	// while: the right choice for a store that stays small, the wrong one
+	// for a store that must hold a million entries.
 	MaxEntries int
 
 	// MaxTTL is the longest time to live callers use; Create with a
-	// longer one fails. Default DefaultMaxTTL.
+	// longer one fails. Default DefaultMaxTTL. It costs nothing by itself:
+	// entries are freed by their own time to live (see the package
+	// documentation).
 	MaxTTL time.Duration
 
 	// ValueSize is the typical size of a value in bytes, for sizing.
@@ -105,8 +139,8 @@ type Config struct {
 
 	// Now returns the current time. Default time.Now; tests set a fake
 	// clock. It is called from many goroutines at once. bigcache's own
-	// cleanup, which drops entries MaxTTL after their last write, runs on
-	// the real clock whatever Now says.
+	// cleanup, which frees entries their class's window after their last
+	// write, runs on the real clock whatever Now says.
 	Now func() time.Time
 }
 
@@ -123,20 +157,26 @@ type Stats struct {
 	// same hash.
 	Collisions uint64
 
-	// AllocatedBytes is the memory bigcache has allocated for entries.
+	// AllocatedBytes is the memory bigcache has allocated for entries,
+	// resident or only reserved.
 	AllocatedBytes int
 
-	// LimitBytes is the most AllocatedBytes will grow to.
+	// LimitBytes is the most AllocatedBytes will grow to with the classes
+	// of time to live in use so far.
 	LimitBytes int
+
+	// Classes is the number of classes of time to live in use.
+	Classes int
 }
 
 // Store is a store.Store in the process's memory. Create it with New.
 type Store struct {
-	cache  *bigcache.BigCache
-	hash   func(key string) uint64
+	hash func(key string) uint64
+	// check is the second hash, kept in entries in place of the key.
+	check  maphash.Seed
 	now    func() time.Time
 	maxTTL time.Duration
-	limit  int
+	size   sizing
 
 	stripes [numStripes]sync.Mutex
 
@@ -144,14 +184,23 @@ type Store struct {
 	// what it is given, so they are reused at once.
 	bufs sync.Pool
 
+	// classMu guards creating classes and closing.
+	classMu sync.Mutex
+	classes [maxClasses]*bigcache.BigCache
+	closed  bool
+	// inUse lists the classes created so far, for lookups without a lock;
+	// it is replaced, never changed, when a class is added.
+	inUse atomic.Pointer[[]*bigcache.BigCache]
+
 	evictions  atomic.Uint64
 	collisions atomic.Uint64
-	closeOnce  sync.Once
 }
 
 var _ store.Store = (*Store)(nil)
 
-// New returns a Store for cfg. Close it to stop its background cleaner.
+var errClosed = errors.New("bigcachestore: store is closed")
+
+// New returns a Store for cfg. Close it to stop its background cleaners.
 func New(cfg Config) (*Store, error) {
 	seed := maphash.MakeSeed()
 	return newStore(cfg, func(key string) uint64 { return maphash.String(seed, key) })
@@ -168,7 +217,8 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 	case cfg.ValueSize < 0 || cfg.ValueSize > maxValueLen:
 		return nil, fmt.Errorf("bigcachestore: ValueSize %d is outside [0, %d]", cfg.ValueSize, maxValueLen)
 	}
-	if cfg.MaxEntries == 0 {
+	reserve := cfg.MaxEntries != 0
+	if !reserve {
 		cfg.MaxEntries = DefaultMaxEntries
 	}
 	if cfg.MaxTTL == 0 {
@@ -180,20 +230,65 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	s := &Store{hash: hash, check: maphash.MakeSeed(), now: cfg.Now, maxTTL: cfg.MaxTTL, size: newSizing(cfg.MaxEntries, cfg.ValueSize, reserve)}
+	s.inUse.Store(new([]*bigcache.BigCache))
+	return s, nil
+}
 
-	s := &Store{hash: hash, now: cfg.Now, maxTTL: cfg.MaxTTL}
-	shards, limitMB, writeSize := sizeCache(cfg.MaxEntries, cfg.ValueSize)
-	s.limit = limitMB << 20
+// classOf returns the class of entries that live ttl, and the longest time
+// to live in it.
+func (s *Store) classOf(ttl time.Duration) (int, time.Duration) {
+	i, window := 0, firstClassTTL
+	for window < ttl && window < s.maxTTL && i < maxClasses-1 {
+		i++
+		if window > math.MaxInt64/classFactor {
+			window = s.maxTTL
+			continue
+		}
+		window *= classFactor
+	}
+	return i, min(window, s.maxTTL)
+}
+
+// class returns the bigcache of the class for ttl, creating it if needed.
+func (s *Store) class(ttl time.Duration) (*bigcache.BigCache, error) {
+	i, window := s.classOf(ttl)
+	s.classMu.Lock()
+	defer s.classMu.Unlock()
+	if s.closed {
+		return nil, errClosed
+	}
+	if c := s.classes[i]; c != nil {
+		return c, nil
+	}
+	c, err := s.newClass(window)
+	if err != nil {
+		return nil, err
+	}
+	s.classes[i] = c
+	list := append(append([]*bigcache.BigCache(nil), *s.inUse.Load()...), c)
+	s.inUse.Store(&list)
+	return c, nil
+}
+
+// newClass creates the bigcache of a class whose longest time to live is
+// window.
+func (s *Store) newClass(window time.Duration) (*bigcache.BigCache, error) {
+	z := s.size
 	bcfg := bigcache.Config{
-		Shards: shards,
+		Shards: z.shards,
 		// bigcache's own expiry counts whole seconds from an entry's last
 		// write; it must never come before ours.
-		LifeWindow: cfg.MaxTTL.Truncate(time.Second) + 2*time.Second,
+		LifeWindow: window.Truncate(time.Second) + 2*time.Second,
 		// The cleaner frees queue space of entries past LifeWindow.
-		CleanWindow:        time.Second,
-		MaxEntriesInWindow: shards * initialPerShard,
-		MaxEntrySize:       writeSize,
-		HardMaxCacheSize:   limitMB,
+		CleanWindow: time.Second,
+		// bigcache makes each shard's queue indexHint × MaxEntrySize bytes
+		// and its index maps for indexHint entries: a reserved queue is
+		// thus made for the shard's share of entries at once, the maps
+		// grow.
+		MaxEntriesInWindow: z.shards * indexHint,
+		MaxEntrySize:       (z.initialPerShard*z.writeSize + indexHint - 1) / indexHint,
+		HardMaxCacheSize:   z.limitMB,
 		Hasher:             cacheKeyHasher{},
 		Verbose:            false,
 		Logger:             discardLogger{},
@@ -203,12 +298,31 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 	// bigcache's cleaner stops when the context is cancelled or the cache
 	// is closed. Cancelling makes it print a line to stdout, so the store
 	// stops it with Close alone and passes a context that never ends.
-	cache, err := bigcache.New(context.Background(), bcfg)
+	c, err := bigcache.New(context.Background(), bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("bigcachestore: %w", err)
 	}
-	s.cache = cache
-	return s, nil
+	return c, nil
+}
+
+// sizing is how every class's bigcache is sized.
+type sizing struct {
+	shards  int
+	limitMB int // per class
+	// writeSize is the bytes one write of a typical entry takes in a
+	// queue; initialPerShard is the entries a shard's queue is made for.
+	writeSize, initialPerShard int
+}
+
+// newSizing sizes the classes for maxEntries; reserve makes their queues
+// for that many entries from the start.
+func newSizing(maxEntries, valueSize int, reserve bool) sizing {
+	shards, limitMB, writeSize := sizeCache(maxEntries, valueSize)
+	z := sizing{shards: shards, limitMB: limitMB, writeSize: writeSize, initialPerShard: indexHint}
+	if reserve {
+		z.initialPerShard = int(math.Ceil(shardShare(maxEntries, shards)))
+	}
+	return z
 }
 
 // sizeCache derives bigcache's shard count and size limit (in MiB) from
@@ -216,21 +330,25 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 // typical entry takes in bigcache's queue.
 func sizeCache(maxEntries, valueSize int) (shards, limitMB, writeSize int) {
 	// Queue header (uvarint length), bigcache's header (timestamp, hash,
-	// key length), the 8-byte cache key, then our entry.
-	writeSize = 2 + 18 + 8 + entryHeaderSize + typicalKeyLen + valueSize
+	// key length), the 8-byte cache key, then our entry with the key's
+	// digest.
+	writeSize = 2 + 18 + 8 + entryHeaderSize + len(digest{}) + valueSize
 
 	shards = 1
 	for shards < maxShards && shards*2*entriesPerShardGoal <= maxEntries {
 		shards *= 2
 	}
-	// The hash spreads entries over shards like balls into bins; five
-	// standard deviations of headroom keep the fullest shard within its
-	// share.
-	perShard := float64((maxEntries + shards - 1) / shards)
-	perShard += 5*math.Sqrt(perShard) + 16
-	total := perShard * writesPerEntry * float64(writeSize) * float64(shards)
+	total := shardShare(maxEntries, shards) * writesPerEntry * float64(writeSize) * float64(shards)
 	limitMB = int(math.Ceil(total / (1 << 20)))
 	return shards, limitMB, writeSize
+}
+
+// shardShare is how many entries one shard must hold. The hash spreads
+// entries over shards like balls into bins; five standard deviations of
+// headroom keep the fullest shard within its share.
+func shardShare(maxEntries, shards int) float64 {
+	perShard := float64((maxEntries + shards - 1) / shards)
+	return perShard + 5*math.Sqrt(perShard) + 16
 }
 
 // slot returns the bigcache key for key and the mutex that serialises
@@ -245,24 +363,41 @@ func (s *Store) slot(key string) (cacheKey string, stripe *sync.Mutex) {
 	return string(b[:]), &s.stripes[(h>>32)%numStripes]
 }
 
-// load returns the live entry for key stored under cacheKey, if any.
-func (s *Store) load(cacheKey, key string, now int64) (decodedEntry, bool, error) {
-	b, err := s.cache.Get(cacheKey)
-	if errors.Is(err, bigcache.ErrEntryNotFound) {
-		return decodedEntry{}, false, nil
+// digest is what an entry keeps to tell its key from others under the
+// same cacheKey.
+type digest [8]byte
+
+func (s *Store) digest(key string) digest {
+	var d digest
+	binary.LittleEndian.PutUint64(d[:], maphash.String(s.check, key))
+	return d
+}
+
+// find returns the live entry for key stored under cacheKey, if any, and
+// the class holding it. An entry lives in one class at a time: Create
+// writes only where no class holds a live entry for the key.
+func (s *Store) find(cacheKey string, d digest, now int64) (*bigcache.BigCache, decodedEntry, error) {
+	for _, c := range *s.inUse.Load() {
+		b, err := c.Get(cacheKey)
+		if errors.Is(err, bigcache.ErrEntryNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, decodedEntry{}, fmt.Errorf("bigcachestore: read: %w", err)
+		}
+		e, err := decodeEntry(b)
+		if err != nil {
+			return nil, decodedEntry{}, err
+		}
+		if string(e.key) != string(d[:]) {
+			s.collisions.Add(1)
+			continue
+		}
+		if e.liveAt(now) {
+			return c, e, nil
+		}
 	}
-	if err != nil {
-		return decodedEntry{}, false, fmt.Errorf("bigcachestore: read: %w", err)
-	}
-	e, err := decodeEntry(b)
-	if err != nil {
-		return decodedEntry{}, false, err
-	}
-	if string(e.key) != key {
-		s.collisions.Add(1)
-		return decodedEntry{}, false, nil
-	}
-	return e, e.liveAt(now), nil
+	return nil, decodedEntry{}, nil
 }
 
 func checkKey(key string) error {
@@ -294,16 +429,21 @@ func (s *Store) Create(_ context.Context, key string, value []byte, ttl time.Dur
 	if err := checkValue(value); err != nil {
 		return err
 	}
+	c, err := s.class(ttl)
+	if err != nil {
+		return err
+	}
 	cacheKey, mu := s.slot(key)
 	mu.Lock()
 	defer mu.Unlock()
 	now := s.now().UnixNano()
-	if _, ok, err := s.load(cacheKey, key, now); err != nil {
+	d := s.digest(key)
+	if held, _, err := s.find(cacheKey, d, now); err != nil {
 		return err
-	} else if ok {
+	} else if held != nil {
 		return store.ErrExists
 	}
-	return s.write(cacheKey, key, now+int64(ttl), value)
+	return s.write(c, cacheKey, d, now+int64(ttl), value)
 }
 
 // Get returns a copy of the value stored under key, or store.ErrNotFound.
@@ -314,11 +454,11 @@ func (s *Store) Get(_ context.Context, key string) ([]byte, error) {
 	// No stripe lock: bigcache reads and writes an entry atomically, and
 	// Get changes nothing.
 	cacheKey, _ := s.slot(key)
-	e, ok, err := s.load(cacheKey, key, s.now().UnixNano())
+	c, e, err := s.find(cacheKey, s.digest(key), s.now().UnixNano())
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if c == nil {
 		return nil, store.ErrNotFound
 	}
 	// bigcache copies on read, so the value is the caller's already.
@@ -338,17 +478,19 @@ func (s *Store) Update(_ context.Context, key string, old, value []byte) error {
 	cacheKey, mu := s.slot(key)
 	mu.Lock()
 	defer mu.Unlock()
-	e, ok, err := s.load(cacheKey, key, s.now().UnixNano())
+	d := s.digest(key)
+	c, e, err := s.find(cacheKey, d, s.now().UnixNano())
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if c == nil {
 		return store.ErrNotFound
 	}
 	if !bytes.Equal(e.value, old) {
 		return store.ErrChanged
 	}
-	return s.write(cacheKey, key, e.expires, value)
+	// The deadline stays, so the entry stays in its class.
+	return s.write(c, cacheKey, d, e.expires, value)
 }
 
 // Take returns the value stored under key and deletes it. Of concurrent
@@ -360,14 +502,14 @@ func (s *Store) Take(_ context.Context, key string) ([]byte, error) {
 	cacheKey, mu := s.slot(key)
 	mu.Lock()
 	defer mu.Unlock()
-	e, ok, err := s.load(cacheKey, key, s.now().UnixNano())
+	c, e, err := s.find(cacheKey, s.digest(key), s.now().UnixNano())
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if c == nil {
 		return nil, store.ErrNotFound
 	}
-	if err := s.del(cacheKey); err != nil {
+	if err := del(c, cacheKey); err != nil {
 		return nil, err
 	}
 	return e.value, nil
@@ -381,34 +523,41 @@ func (s *Store) Delete(_ context.Context, key string) error {
 	cacheKey, mu := s.slot(key)
 	mu.Lock()
 	defer mu.Unlock()
-	// Expired entries are deleted too, but never another key's entry
-	// under the same hash.
-	b, err := s.cache.Get(cacheKey)
-	if errors.Is(err, bigcache.ErrEntryNotFound) {
-		return nil
+	// Expired entries are deleted too, in every class, but never another
+	// key's entry under the same hash.
+	d := s.digest(key)
+	for _, c := range *s.inUse.Load() {
+		b, err := c.Get(cacheKey)
+		if errors.Is(err, bigcache.ErrEntryNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("bigcachestore: read: %w", err)
+		}
+		e, err := decodeEntry(b)
+		if err != nil {
+			return err
+		}
+		if string(e.key) != string(d[:]) {
+			s.collisions.Add(1)
+			continue
+		}
+		if err := del(c, cacheKey); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("bigcachestore: read: %w", err)
-	}
-	e, err := decodeEntry(b)
-	if err != nil {
-		return err
-	}
-	if string(e.key) != key {
-		s.collisions.Add(1)
-		return nil
-	}
-	return s.del(cacheKey)
+	return nil
 }
 
-// write stores key's entry under cacheKey.
-func (s *Store) write(cacheKey, key string, expires int64, value []byte) error {
+// write stores the entry of the key with digest d under cacheKey in class
+// c.
+func (s *Store) write(c *bigcache.BigCache, cacheKey string, d digest, expires int64, value []byte) error {
 	buf, _ := s.bufs.Get().(*[]byte)
 	if buf == nil {
 		buf = new([]byte)
 	}
-	*buf = appendEntry((*buf)[:0], key, expires, value)
-	err := s.cache.Set(cacheKey, *buf)
+	*buf = appendEntry((*buf)[:0], string(d[:]), expires, value)
+	err := c.Set(cacheKey, *buf)
 	// Keep typical buffers only; an occasional large value should not pin
 	// its buffer.
 	if cap(*buf) <= maxPooledBuf {
@@ -420,10 +569,10 @@ func (s *Store) write(cacheKey, key string, expires int64, value []byte) error {
 	return nil
 }
 
-func (s *Store) del(cacheKey string) error {
+func del(c *bigcache.BigCache, cacheKey string) error {
 	// The entry may have been evicted since it was read; it is gone
 	// either way.
-	if err := s.cache.Delete(cacheKey); err != nil && !errors.Is(err, bigcache.ErrEntryNotFound) {
+	if err := c.Delete(cacheKey); err != nil && !errors.Is(err, bigcache.ErrEntryNotFound) {
 		return fmt.Errorf("bigcachestore: delete: %w", err)
 	}
 	return nil
@@ -442,21 +591,30 @@ func (s *Store) onRemove(_ string, entry []byte, reason bigcache.RemoveReason) {
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
-	return Stats{
-		Entries:        s.cache.Len(),
-		Evictions:      s.evictions.Load(),
-		Collisions:     s.collisions.Load(),
-		AllocatedBytes: s.cache.Capacity(),
-		LimitBytes:     s.limit,
+	st := Stats{Evictions: s.evictions.Load(), Collisions: s.collisions.Load()}
+	for _, c := range *s.inUse.Load() {
+		st.Entries += c.Len()
+		st.AllocatedBytes += c.Capacity()
+		st.LimitBytes += s.size.limitMB << 20
+		st.Classes++
 	}
+	return st
 }
 
-// Close stops the store's background cleaner. It is safe to call more than
-// once; the store must not be used afterwards.
+// Close stops the store's background cleaners. It is safe to call more
+// than once; the store must not be used afterwards.
 func (s *Store) Close() error {
-	var err error
-	s.closeOnce.Do(func() { err = s.cache.Close() })
-	if err != nil {
+	s.classMu.Lock()
+	defer s.classMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, c := range *s.inUse.Load() {
+		errs = append(errs, c.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bigcachestore: close: %w", err)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -361,5 +362,103 @@ func TestQuiet(t *testing.T) {
 	}
 	if len(out) > 0 {
 		t.Fatalf("store wrote output:\n%s", out)
+	}
+}
+
+// TestClassesByTTL: entries go to the class of their time to live, whose
+// window is the shortest of 2 minutes, 8, 32, … that covers it, never more
+// than MaxTTL.
+func TestClassesByTTL(t *testing.T) {
+	s, _ := newTestStore(t, Config{MaxTTL: 31 * 24 * time.Hour})
+	for _, tc := range []struct {
+		ttl    time.Duration
+		class  int
+		window time.Duration
+	}{
+		{time.Second, 0, 2 * time.Minute},
+		{2 * time.Minute, 0, 2 * time.Minute},
+		{5 * time.Minute, 1, 8 * time.Minute},
+		{15 * time.Minute, 2, 32 * time.Minute},
+		{24 * time.Hour, 5, 2048 * time.Minute},
+		{30 * 24 * time.Hour, 8, 31 * 24 * time.Hour},
+		{31 * 24 * time.Hour, 8, 31 * 24 * time.Hour},
+	} {
+		if class, window := s.classOf(tc.ttl); class != tc.class || window != tc.window {
+			t.Errorf("classOf(%v) = %d, %v; want %d, %v", tc.ttl, class, window, tc.class, tc.window)
+		}
+	}
+	short, _ := newTestStore(t, Config{MaxTTL: 10 * time.Minute})
+	if class, window := short.classOf(10 * time.Minute); class != 2 || window != 10*time.Minute {
+		t.Errorf("classOf(MaxTTL) = %d, %v; want 2, 10m", class, window)
+	}
+	huge, _ := newTestStore(t, Config{MaxTTL: time.Duration(math.MaxInt64)})
+	if class, _ := huge.classOf(time.Duration(math.MaxInt64)); class >= maxClasses {
+		t.Errorf("classOf(forever) = %d", class)
+	}
+}
+
+// TestEntriesAcrossClasses: a key is found, updated, taken and deleted
+// whichever class holds it, and lives in one class at a time.
+func TestEntriesAcrossClasses(t *testing.T) {
+	s, clock := newTestStore(t, Config{MaxTTL: 24 * time.Hour})
+	ctx := context.Background()
+	if err := s.Create(ctx, "short", []byte("s"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, "long", []byte("l"), 20*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Classes != 2 || st.Entries != 2 {
+		t.Fatalf("Stats() = %+v, want 2 classes holding 2 entries", st)
+	}
+	// A live entry in one class blocks a Create of the same key in any.
+	if err := s.Create(ctx, "short", []byte("x"), 20*time.Hour); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("Create over a live entry of another class = %v", err)
+	}
+	if err := s.Update(ctx, "long", []byte("l"), []byte("l2")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctx, "long"); err != nil || string(v) != "l2" {
+		t.Fatalf("Get(long) = %q, %v", v, err)
+	}
+	// Once the short entry expires, the key can live in the long class;
+	// the stale copy in the short one is never read again.
+	clock.Advance(time.Minute)
+	if err := s.Create(ctx, "short", []byte("again"), 20*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctx, "short"); err != nil || string(v) != "again" {
+		t.Fatalf("Get(short) = %q, %v", v, err)
+	}
+	if v, err := s.Take(ctx, "short"); err != nil || string(v) != "again" {
+		t.Fatalf("Take(short) = %q, %v", v, err)
+	}
+	if _, err := s.Get(ctx, "short"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get after Take = %v", err)
+	}
+	if err := s.Delete(ctx, "long"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "long"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get after Delete = %v", err)
+	}
+}
+
+// TestClosedStoreCreatesNothing: after Close, a Create that would need a
+// new class fails instead of starting a cleaner nobody stops.
+func TestClosedStoreCreatesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s, err := New(Config{MaxTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(context.Background(), "k", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(context.Background(), "k2", []byte("v"), time.Hour); err == nil {
+		t.Fatal("Create after Close succeeded")
 	}
 }

@@ -9,12 +9,12 @@ import (
 //
 //	expiry  int64, Unix nanoseconds, little endian
 //	keyLen  uint16, little endian
-//	key     keyLen bytes
+//	key     keyLen bytes: the store writes the key's digest (Store.digest)
 //	value   the rest
 //
-// bigcache knows neither the expiry (its LifeWindow is global and its Get
-// does not check it) nor the real key (it is given the keyed hash), so the
-// store checks both on every read.
+// bigcache knows neither the expiry (its LifeWindow is per class and its
+// Get does not check it) nor the real key (it is given the keyed hash), so
+// the store checks both on every read.
 const entryHeaderSize = 8 + 2
 
 // errCorrupt means an entry is shorter than its header says. The store

@@ -207,6 +207,11 @@
         failures = 0;
         if (long) { longFailures = 0; }
         if (j.status === "confirmed") { finish(j.redirect, true); return; }
+        if (j.status === "denied" && j.reason === "no_unionid") {
+          stopTimer();
+          show("denied", T.noUnionID, "err", T.refresh);
+          return;
+        }
         handle(my, j.status);
         if (j.status === "pending" || j.status === "scanned") {
           schedule(my, mode === "long" || quick ? 0 : 2000);
@@ -266,6 +271,11 @@
       .then(function (j) {
         if (my !== gen) { return; }
         if (j.status === "confirmed") { finish(j.redirect, true); return; }
+        if (j.status === "denied" && j.reason === "no_unionid") {
+          stopTimer();
+          show("denied", T.noUnionID, "err", T.refresh);
+          return;
+        }
         handle(my, j.status);
         if (j.status === "pending" || j.status === "scanned") { wait(my); }
       }, function (e) {

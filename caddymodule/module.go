@@ -153,8 +153,10 @@ type Handler struct {
 
 	// Store is where login state lives: "memory" (default; an embedded
 	// store for a single instance) or "redis" (for any number of instances
-	// behind a load balancer), with RedisURL (redis:// or rediss://, with
-	// password and database) and an optional key prefix.
+	// behind a load balancer), with RedisURL (redis://, rediss:// or
+	// unix:// for one server; redis-sentinel:// or redis-cluster://, and
+	// their rediss- forms, for Sentinel and Cluster; see redisstore) and an
+	// optional key prefix.
 	Store       string `json:"store,omitempty"`
 	RedisURL    string `json:"redis_url,omitempty"`
 	RedisPrefix string `json:"redis_prefix,omitempty"`

@@ -2,10 +2,10 @@ package middleware
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
 	"time"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/session"
 )
 
 // Login methods, as found in Identity.Method and the X-WeChat-Login-Method
@@ -150,10 +150,4 @@ func isIdentityHeaderName(k string) bool {
 
 // logID shortens an openid (or any identifier) for logs: enough to correlate
 // lines, not enough to identify the user elsewhere.
-func logID(s string) string {
-	if s == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:6])
-}
+func logID(s string) string { return session.LogID(s) }

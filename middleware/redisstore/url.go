@@ -169,23 +169,9 @@ func parseSingle(rawURL string) (options, error) {
 	if err != nil {
 		return options{}, goRedisError(err, u)
 	}
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = urlDialTimeout
-	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = urlReadTimeout
-	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = urlWriteTimeout
-	}
-	if opt.PoolTimeout == 0 {
-		opt.PoolTimeout = urlPoolTimeout
-	}
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = urlMaxRetries
-	}
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = urlDialerRetries
 	}
 	// Let a caller's deadline cut a call short too.
 	opt.ContextTimeoutEnabled = true
@@ -300,23 +286,9 @@ func parseSentinel(base, rest string) (options, error) {
 		opt.Username = data.Username()
 		opt.Password, _ = data.Password()
 	}
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = urlDialTimeout
-	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = urlReadTimeout
-	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = urlWriteTimeout
-	}
-	if opt.PoolTimeout == 0 {
-		opt.PoolTimeout = urlPoolTimeout
-	}
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = urlMaxRetries
-	}
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = urlDialerRetries
 	}
 	opt.ContextTimeoutEnabled = true
 	verifyEachHost(opt.TLSConfig)
@@ -347,21 +319,7 @@ func parseCluster(base, rest string) (options, error) {
 	if err != nil {
 		return options{}, goRedisError(err, u)
 	}
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = urlDialTimeout
-	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = urlReadTimeout
-	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = urlWriteTimeout
-	}
-	if opt.PoolTimeout == 0 {
-		opt.PoolTimeout = urlPoolTimeout
-	}
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = urlDialerRetries
-	}
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
 	// Unlike the other clients, a cluster client must retry: a MOVED or
 	// ASK answer (a slot that moved, a resharding in progress) or
 	// CLUSTERDOWN and TRYAGAIN mean the command did not run and must be
@@ -475,4 +433,21 @@ func hideUnsafe(err error) error {
 		return err // nothing was sent
 	}
 	return mayHaveRun{err}
+}
+
+// urlDefaults fills the timeouts and dial retries a URL left unset. The
+// single-server, Sentinel and Cluster options are different types with the
+// same fields, so it takes the fields.
+func urlDefaults(dial, read, write, pool *time.Duration, dialerRetries *int) {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{dial, urlDialTimeout}, {read, urlReadTimeout}, {write, urlWriteTimeout}, {pool, urlPoolTimeout}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if *dialerRetries == 0 {
+		*dialerRetries = urlDialerRetries
+	}
 }

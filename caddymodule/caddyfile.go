@@ -46,6 +46,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		login_template    <file>            # html/template replacing the login page
 //		login_reply       <text>
 //		expired_reply     <text>
+//		account_name      <name>            # the Official Account's name, for the code login steps
+//		follow_qr         <url>             # the account's own QR code, shown with a login code
+//		welcome_reply     <text>           # chat reply to ordinary follows
 //		public_paths      <path prefix>...
 //		allow_openids     <openid>...
 //		allow_unionids    <unionid>...
@@ -69,7 +72,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		mp_base           <url>
 //		store             memory | redis <url> [<key prefix>]
 //		revocation_file   <path>            # memory store; default under Caddy's data dir
-//		sandbox
+//		sandbox           [subscription]    # subscription: an account without QR codes (code login)
 //	}
 //
 // session_key, public_paths, allow_openids, allow_unionids,
@@ -184,6 +187,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "expired_reply":
 			if err := oneArg(d, &h.ExpiredReply); err != nil {
+				return err
+			}
+		case "account_name":
+			if err := oneArg(d, &h.AccountName); err != nil {
+				return err
+			}
+		case "follow_qr":
+			if err := oneArg(d, &h.FollowQR); err != nil {
+				return err
+			}
+		case "welcome_reply":
+			if err := oneArg(d, &h.WelcomeReply); err != nil {
 				return err
 			}
 		case "public_paths":
@@ -313,10 +328,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "sandbox":
-			if err := noArgs(d); err != nil {
-				return err
-			}
 			h.Sandbox = true
+			if d.NextArg() {
+				h.SandboxAccount = d.Val()
+				if h.SandboxAccount != "subscription" {
+					return d.Errf("sandbox: want no argument or `subscription`, not %q", h.SandboxAccount)
+				}
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("unknown wechat_login option %q", opt)
 		}

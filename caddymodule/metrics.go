@@ -18,11 +18,11 @@ import (
 var (
 	scenesCreated = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "scenes_created_total",
-		Help: "Login QR codes created.",
+		Help: "Login scenes created: QR codes and login codes.",
 	})
 	scans = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "scans_total",
-		Help: "Login QR scans pushed by WeChat, by outcome (confirmed, scanned, expired, conflict, mismatch, denied).",
+		Help: "Login QR scans and login-code messages pushed by WeChat, by outcome (confirmed, scanned, expired, conflict, mismatch, denied, wrong_code).",
 	}, []string{"outcome"})
 	duplicatePushes = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "duplicate_pushes_total",
@@ -61,7 +61,7 @@ var (
 
 	limited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "limited_total",
-		Help: "Requests refused by a limit: qr_ceiling (QR codes per minute for the whole site), waiters_scene, waiters_instance.",
+		Help: "Requests refused by a limit: qr_ceiling (QR codes per minute for the whole site), code_ceiling (login codes per minute), code_guess (a WeChat user locked out after wrong login codes), waiters_scene, waiters_instance.",
 	}, []string{"limit"})
 	misconfigured = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat_login", Name: "misconfigured_total",

@@ -88,6 +88,13 @@ type Handler struct {
 	LoginReply   string `json:"login_reply,omitempty"`
 	ExpiredReply string `json:"expired_reply,omitempty"`
 
+	// AccountName is the Official Account's name, for the code login
+	// steps; FollowQR the URL of the account's own QR code, shown next to
+	// a login code; WelcomeReply the chat reply to ordinary follows.
+	AccountName  string `json:"account_name,omitempty"`
+	FollowQR     string `json:"follow_qr,omitempty"`
+	WelcomeReply string `json:"welcome_reply,omitempty"`
+
 	// PublicPaths are path prefixes that need no login.
 	PublicPaths []string `json:"public_paths,omitempty"`
 	// AllowOpenIDs and AllowUnionIDs restrict who may pass (403 for others).
@@ -170,6 +177,10 @@ type Handler struct {
 	// everything to it, so the whole login can be tried without a WeChat
 	// account. Never for production.
 	Sandbox bool `json:"sandbox,omitempty"`
+	// SandboxAccount "subscription" makes the sandbox's account a
+	// subscription account, which WeChat does not let make parametric QR
+	// codes: the login page falls back to code login.
+	SandboxAccount string `json:"sandbox_account,omitempty"`
 
 	mw            *middleware.Middleware
 	logger        *zap.Logger
@@ -287,6 +298,9 @@ func (h *Handler) Validate() error {
 	if h.Sandbox && (h.AppID != "" || h.AppSecret != "" || h.APIBase != "" || h.OAuthBase != "" || h.MPBase != "") {
 		return errors.New("sandbox cannot be combined with app_id, app_secret or the *_base options: it replaces WeChat entirely")
 	}
+	if h.SandboxAccount != "" && (!h.Sandbox || h.SandboxAccount != "subscription") {
+		return fmt.Errorf("sandbox_account %q: only \"subscription\", with sandbox", h.SandboxAccount)
+	}
 	if h.Sandbox && h.LoginHost != "" {
 		return errors.New("sandbox cannot be combined with login_host: a site with a login host has no WeChat of its own, fake or real")
 	}
@@ -312,6 +326,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 		LogoURL:              h.Logo,
 		LoginReply:           h.LoginReply,
 		ExpiredReply:         h.ExpiredReply,
+		AccountName:          h.AccountName,
+		FollowQR:             h.FollowQR,
+		WelcomeReply:         h.WelcomeReply,
 		PublicPaths:          h.PublicPaths,
 		AllowedOpenIDs:       h.AllowOpenIDs,
 		AllowedUnionIDs:      h.AllowUnionIDs,
@@ -425,6 +442,9 @@ var options = map[string]string{
 	"LoginTemplate":   "login_template",
 	"LoginReply":      "login_reply",
 	"ExpiredReply":    "expired_reply",
+	"AccountName":     "account_name",
+	"FollowQR":        "follow_qr",
+	"WelcomeReply":    "welcome_reply",
 	"PublicPaths":     "public_paths",
 	"AllowedOpenIDs":  "allow_openids",
 	"AllowedUnionIDs": "allow_unionids",

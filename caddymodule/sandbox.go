@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/loginpage"
+	"github.com/wechat-login/caddy-wechat-login/internal/qrsvg"
 	"github.com/wechat-login/caddy-wechat-login/middleware"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
@@ -26,6 +27,11 @@ const (
 	sandboxToken  = "sandboxtoken"
 	sandboxAESKey = "SandboxSandboxSandboxSandboxSandboxSandbox0"
 	sandboxGhID   = "gh_5a4db0c0ffee"
+	// The subscription account of `sandbox subscription`: WeChat lets it
+	// make no parametric QR codes, so its logins are by code.
+	sandboxSubAppID   = "wx5a4db0c0ffee0003"
+	sandboxSubGhID    = "gh_5a4db0c0ffef"
+	sandboxSubAccount = "WeChat Login Sandbox"
 	// The sandbox's website app, for website login (qrconnect).
 	sandboxOpenAppID  = "wx5a4db0c0ffee0002"
 	sandboxOpenSecret = "sandbox-website-secret-not-a-secret"
@@ -40,6 +46,8 @@ const (
 // module instance in memory.
 type sandbox struct {
 	platform   *wechattest.Platform
+	appID      string // the Official Account's
+	ghID       string
 	sessionKey []byte
 	current    atomic.Pointer[middleware.Middleware] // the newest config's middleware
 }
@@ -57,6 +65,20 @@ func (h *Handler) sandboxConfig(cfg *middleware.Config) error {
 		prefix = "/wechat"
 	}
 	cfg.AppID, cfg.AppSecret, cfg.PushToken, cfg.EncodingAESKey = sandboxAppID, sandboxSecret, sandboxToken, sandboxAESKey
+	if h.SandboxAccount == "subscription" {
+		// QR login stays on, to show the page falling back to a code when
+		// WeChat refuses the account QR codes (48001).
+		cfg.AppID = sandboxSubAppID
+		if len(cfg.Methods) == 0 {
+			cfg.Methods = []string{middleware.MethodQR, middleware.MethodCode, middleware.MethodOpen}
+		}
+		if cfg.AccountName == "" {
+			cfg.AccountName = sandboxSubAccount
+		}
+		if cfg.FollowQR == "" {
+			cfg.FollowQR = prefix + "/sandbox/follow.svg"
+		}
+	}
 	if h.OpenAppID == "" && h.OpenAppSecret == "" {
 		cfg.OpenAppID, cfg.OpenAppSecret = sandboxOpenAppID, sandboxOpenSecret
 	}
@@ -81,7 +103,11 @@ func (h *Handler) useSandbox(cfg *middleware.Config, sb *sandbox) {
 }
 
 func newSandbox(cfg middleware.Config) (*sandbox, error) {
-	sb := &sandbox{sessionKey: make([]byte, 32)}
+	sb := &sandbox{sessionKey: make([]byte, 32), appID: sandboxAppID, ghID: sandboxGhID}
+	account := wechattest.VerifiedServiceAccount
+	if cfg.AppID == sandboxSubAppID {
+		sb.appID, sb.ghID, account = sandboxSubAppID, sandboxSubGhID, wechattest.SubscriptionAccount
+	}
 	_, _ = rand.Read(sb.sessionKey)
 	p, err := wechattest.New(wechattest.Config{
 		BaseURL:    cfg.Endpoint.Authorize,
@@ -91,11 +117,12 @@ func newSandbox(cfg middleware.Config) (*sandbox, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	err = p.AddApp(wechattest.App{
-		AppID:          sandboxAppID,
+		AppID:          sb.appID,
 		AppSecret:      sandboxSecret,
 		Token:          sandboxToken,
 		EncodingAESKey: sandboxAESKey,
-		OriginalID:     sandboxGhID,
+		OriginalID:     sb.ghID,
+		Account:        account,
 		CallbackURL:    sandboxHost + strings.TrimSuffix(cfg.Endpoint.Authorize, "/sandbox") + "/callback",
 		Mode:           wechattest.Safe,
 		// The fake's pages are served by the site they log in to, whose
@@ -124,8 +151,12 @@ func (h *Handler) serveSandbox(w http.ResponseWriter, r *http.Request) bool {
 	if p != h.sandboxPrefix && !strings.HasPrefix(p, h.sandboxPrefix+"/") {
 		return false
 	}
-	if p == h.sandboxPrefix+"/scan" {
+	switch p {
+	case h.sandboxPrefix + "/scan":
 		h.sandboxScan(w, r)
+		return true
+	case h.sandboxPrefix + "/follow.svg":
+		h.sandboxFollowQR(w)
 		return true
 	}
 	http.StripPrefix(h.sandboxPrefix, h.sandbox.platform).ServeHTTP(w, r)
@@ -150,14 +181,18 @@ func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed form"})
 		return
 	}
-	qr, user := r.PostForm.Get("qr"), r.PostForm.Get("user")
-	if qr == "" || user == "" {
-		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "qr and user are required"})
+	qr, user, send := r.PostForm.Get("qr"), r.PostForm.Get("user"), r.PostForm.Get("send")
+	if user == "" || qr == "" && send == "" && r.PostForm.Get("reply") == "" {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "user and one of qr, reply and send are required"})
 		return
 	}
 	h.sandbox.current.Store(h.mw)
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
+	if send != "" {
+		h.sandboxSend(ctx, w, user, send)
+		return
+	}
 	var d *wechattest.Delivery
 	var err error
 	if text := r.PostForm.Get("reply"); text != "" {
@@ -165,16 +200,16 @@ func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 			sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "reply too long"})
 			return
 		}
-		d, err = h.sandbox.platform.Push(ctx, sandboxAppID, &wechat.Event{
-			ToUserName:   sandboxGhID,
-			FromUserName: h.sandbox.platform.OpenID(sandboxAppID, user),
+		d, err = h.sandbox.platform.Push(ctx, h.sandbox.appID, &wechat.Event{
+			ToUserName:   h.sandbox.ghID,
+			FromUserName: h.sandbox.platform.OpenID(h.sandbox.appID, user),
 			CreateTime:   time.Now().Unix(),
 			MsgType:      "text",
 			Content:      text,
 			MsgID:        time.Now().UnixNano(),
 		})
 	} else {
-		d, err = h.sandbox.platform.Scan(ctx, sandboxAppID, qr, user)
+		d, err = h.sandbox.platform.Scan(ctx, h.sandbox.appID, qr, user)
 	}
 	if err != nil {
 		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
@@ -185,6 +220,42 @@ func (h *Handler) sandboxScan(w http.ResponseWriter, r *http.Request) {
 		reply = d.Reply.Content
 	}
 	sandboxJSON(w, http.StatusOK, map[string]any{"event": d.Event.Event, "reply": reply})
+}
+
+// sandboxSend makes the fake phone send a login code to the account in
+// chat, as the login page's steps ask: the test user follows the account
+// first when they do not yet (only followers can send it messages).
+func (h *Handler) sandboxSend(ctx context.Context, w http.ResponseWriter, user, text string) {
+	if len(text) > 64 {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": "message too long"})
+		return
+	}
+	p := h.sandbox.platform
+	if _, err := p.Follow(ctx, h.sandbox.appID, user); err != nil && !errors.Is(err, wechattest.ErrAlreadyFollowing) {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	reply, err := p.SendText(ctx, h.sandbox.appID, user, text)
+	if err != nil {
+		sandboxJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	sandboxJSON(w, http.StatusOK, map[string]any{"event": "text", "reply": reply})
+}
+
+// sandboxFollowQR serves the sandbox account's follow QR code, as a real
+// account's console offers it for download. Scanning it with a real phone
+// leads nowhere: the sandbox's phone page follows the account instead.
+func (h *Handler) sandboxFollowQR(w http.ResponseWriter) {
+	svg, err := qrsvg.SVG("http://weixin.qq.com/r/" + h.sandbox.ghID)
+	if err != nil {
+		http.Error(w, "cannot render QR code", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(svg)
 }
 
 func sandboxJSON(w http.ResponseWriter, status int, v any) {

@@ -202,12 +202,19 @@ func chatReplyKey(ev *wechat.Event) string {
 	return "chat:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// handleChatCode answers a text message that is one of its sender's codes.
-// It reports false for any other message, which then goes on like any
-// message would.
+// handleChatCode answers a text message that is one of its sender's codes,
+// or, with code login, a try at a login code. It reports false for any
+// other message, which then goes on like any message would.
 func (m *Middleware) handleChatCode(ctx context.Context, ev *wechat.Event) (pushResult, bool) {
-	code, ok := chatCode(ev.Content)
-	if !ok || !validOpenID(ev.FromUserName) {
+	if !validOpenID(ev.FromUserName) {
+		return pushResult{}, false
+	}
+	code, isChatCode := chatCode(ev.Content)
+	attempt, isLoginCode := "", false
+	if !isChatCode && m.cfg.enabled(MethodCode) {
+		attempt, isLoginCode = loginCodeAttempt(ev.Content)
+	}
+	if !isChatCode && !isLoginCode {
 		return pushResult{}, false
 	}
 	marker := chatReplyKey(ev)
@@ -218,7 +225,14 @@ func (m *Middleware) handleChatCode(ctx context.Context, ev *wechat.Event) (push
 		return pushResult{failure: fmt.Errorf("check chat dedupe: %w", err)}, true
 	}
 
-	res, handled := m.endByCode(ctx, ev.FromUserName, code)
+	var res pushResult
+	var handled bool
+	switch {
+	case isLoginCode:
+		res, handled = m.loginByCode(ctx, ev, attempt, marker), true
+	default:
+		res, handled = m.endByCode(ctx, ev.FromUserName, code)
+	}
 	if !handled && m.cfg.ConfirmInChat {
 		res, handled = m.confirmByReply(ctx, ev, code)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -46,11 +47,36 @@ type Config struct {
 	AllowPlaintextPushes bool
 
 	// Methods are the login methods offered: MethodQR (parametric QR code
-	// on desktop browsers), MethodOAuth (web authorization inside WeChat's
-	// own browser, with the same Official Account) and MethodOpen (Open
-	// Platform website login, needs OpenAppID). Default: qr and oauth, plus
-	// open when OpenAppID is set.
+	// on desktop browsers), MethodCode (the page shows a code that the user
+	// sends to the Official Account in chat: for accounts WeChat does not
+	// let make parametric QR codes), MethodOAuth (web authorization inside
+	// WeChat's own browser, with the same Official Account) and MethodOpen
+	// (Open Platform website login, needs OpenAppID). Default: qr and
+	// oauth, plus open when OpenAppID is set. With both qr and code, the
+	// page shows the QR code and falls back to a code by itself when WeChat
+	// refuses the account QR codes (errcode 48001).
 	Methods []string
+
+	// AccountName is the Official Account's name, as users find it in
+	// WeChat's search, for the code login steps ("follow <AccountName>,
+	// then send this code"). Default: the page says "our Official Account".
+	AccountName string
+
+	// FollowQR is the URL of the Official Account's own QR code (the one
+	// the console offers to download, which follows the account when
+	// scanned), shown next to a login code so that users who do not follow
+	// the account yet can. An absolute path on this site, or an http(s)
+	// URL, whose origin the login page's Content-Security-Policy then
+	// allows for images.
+	FollowQR string
+
+	// WelcomeReply is the chat message sent to users who follow the account
+	// other than by scanning a login QR code: once a server URL is set,
+	// WeChat no longer sends the auto-reply configured in its console.
+	// Default: none, except with code login (and without
+	// PassThroughPushes), where a line tells the new follower to send the
+	// code shown on the site.
+	WelcomeReply string
 
 	// OAuthScope is the scope of in-WeChat authorization: "snsapi_base"
 	// (silent, openid only; the default) or "snsapi_userinfo" (asks for
@@ -340,6 +366,7 @@ const (
 	defaultLoginReply      = "已登录 %s。\nYou are now logged in to %[1]s."
 	defaultConfirmReply    = "有人正在用你的微信登录 %s（%s）。如果是你本人，请回复确认码 %s 完成登录；如果不是，请忽略本消息。\nSomeone is logging in to %[1]s as you (%[2]s). If this is you, reply with the code %[3]s to confirm; if not, ignore this message."
 	defaultExpiredReply    = "这个登录二维码已失效，请在网页上刷新后重新扫码。\nThis login code has expired: refresh the page and scan again."
+	defaultCodeWelcome     = "欢迎关注！要登录 %s，请把网页上显示的登录码发到这里。\nWelcome! To log in to %[1]s, send the login code shown on the site here."
 	minSessionKeyLen       = 32
 )
 
@@ -467,6 +494,9 @@ func (c Config) prepare() (Config, parts, error) {
 	}
 	if c.ExpiredReply == "" {
 		c.ExpiredReply = defaultExpiredReply
+	}
+	if c.WelcomeReply == "" && c.enabled(MethodCode) && !c.PassThroughPushes {
+		c.WelcomeReply = defaultCodeWelcome
 	}
 	if c.QRRateLimit < 0 {
 		return c, p, fieldError("QRRateLimit", "must not be negative")
@@ -627,14 +657,18 @@ func (c *Config) loginPage() (*loginpage.Renderer, error) {
 // offers website login only needs the website app and none of these, and
 // then makes no Official Account call at all.
 func (c *Config) accountDefaults() error {
-	official := c.enabled(MethodQR) || c.enabled(MethodOAuth)
+	official := c.enabled(MethodQR) || c.enabled(MethodCode) || c.enabled(MethodOAuth)
+	pushes := c.enabled(MethodQR) || c.enabled(MethodCode)
 	if !official {
-		for _, f := range []struct{ name, v string }{{"AppID", c.AppID}, {"AppSecret", c.AppSecret}, {"PushToken", c.PushToken}, {"EncodingAESKey", c.EncodingAESKey}} {
+		for _, f := range []struct{ name, v string }{{"AppID", c.AppID}, {"AppSecret", c.AppSecret}, {"PushToken", c.PushToken}, {"EncodingAESKey", c.EncodingAESKey}, {"AccountName", c.AccountName}, {"FollowQR", c.FollowQR}, {"WelcomeReply", c.WelcomeReply}} {
 			if f.v != "" {
-				return fieldError(f.name, "is set but no login method uses the Official Account (Methods has neither qr nor oauth)")
+				return fieldError(f.name, "is set but no login method uses the Official Account (Methods has none of qr, code and oauth)")
 			}
 		}
 		return nil
+	}
+	if err := c.followQR(); err != nil {
+		return err
 	}
 	if c.AppID == "" {
 		return fieldError("AppID", "is required")
@@ -642,7 +676,7 @@ func (c *Config) accountDefaults() error {
 	if c.AppSecret == "" && c.TokenSource == nil {
 		return fieldError("AppSecret", "is required (or a TokenSource)")
 	}
-	if c.PushToken == "" && c.enabled(MethodQR) {
+	if c.PushToken == "" && pushes {
 		return fieldError("PushToken", "is required (the push token from the Official Account's server settings)")
 	}
 	if c.PushToken != "" && !validPushToken(c.PushToken) {
@@ -652,6 +686,24 @@ func (c *Config) accountDefaults() error {
 		return fieldError("EncodingAESKey", "is set without PushToken: pushes need both")
 	}
 	return nil
+}
+
+// followQR checks FollowQR: a path on this site or an http(s) URL, which
+// the login page shows as an image.
+func (c *Config) followQR() error {
+	if c.FollowQR == "" {
+		return nil
+	}
+	u, err := url.Parse(c.FollowQR)
+	switch {
+	case err != nil || len(c.FollowQR) > 2048 || strings.ContainsAny(c.FollowQR, " \t\n\"'<>"):
+		return fieldError("FollowQR", "must be a URL")
+	case u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(c.FollowQR, "//"):
+		return nil
+	case (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil:
+		return nil
+	}
+	return fieldError("FollowQR", "must be an absolute path on this site or an http(s) URL, not %q", c.FollowQR)
 }
 
 // oauthDefaults fills in and checks Methods, OAuthScope and the website app.
@@ -680,13 +732,13 @@ func (c *Config) oauthDefaults() error {
 	}
 	for i, m := range c.Methods {
 		switch m {
-		case MethodQR, MethodOAuth:
+		case MethodQR, MethodOAuth, MethodCode:
 		case MethodOpen:
 			if c.OpenAppID == "" {
 				return elementError("Methods", i, "%q needs a website app: its id and secret", m)
 			}
 		default:
-			return elementError("Methods", i, "%q must be qr, oauth or open", m)
+			return elementError("Methods", i, "%q must be qr, code, oauth or open", m)
 		}
 		if slices.Contains(c.Methods[:i], m) {
 			return elementError("Methods", i, "%q is listed twice", m)

@@ -58,7 +58,7 @@ func TestConfigValidation(t *testing.T) {
 			c.EncodingAESKey, c.PreviousEncodingAESKeys = testAESKey, []string{testAESKey, "short"}
 		}, "PreviousEncodingAESKeys", 1, "PreviousEncodingAESKeys[1] must be 43 characters, got 5"},
 		{"previous keys alone", func(c *Config) { c.PreviousEncodingAESKeys = []string{testAESKey} }, "PreviousEncodingAESKeys", -1, "PreviousEncodingAESKeys given without EncodingAESKey"},
-		{"unknown method", func(c *Config) { c.Methods = []string{MethodQR, "password"} }, "Methods", 1, `Methods[1] "password" must be qr, oauth or open`},
+		{"unknown method", func(c *Config) { c.Methods = []string{MethodQR, "password"} }, "Methods", 1, `Methods[1] "password" must be qr, code, oauth or open`},
 		{"method twice", func(c *Config) { c.Methods = []string{MethodQR, MethodQR} }, "Methods", 1, `Methods[1] "qr" is listed twice`},
 		{"open without website app", func(c *Config) { c.Methods = []string{MethodOpen} }, "Methods", 0, `Methods[0] "open" needs a website app`},
 		{"bad scope", func(c *Config) { c.OAuthScope = "snsapi_login" }, "OAuthScope", -1, `OAuthScope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},

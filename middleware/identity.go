@@ -14,6 +14,7 @@ const (
 	MethodQR    = "qr"    // Official Account parametric QR code
 	MethodOAuth = "oauth" // web authorization inside WeChat's browser
 	MethodOpen  = "open"  // Open Platform website login
+	MethodCode  = "code"  // a code the site shows, sent to the Official Account in chat
 )
 
 // Identity headers set on requests passed to the wrapped handler. Copies sent
@@ -46,7 +47,8 @@ type Identity struct {
 	AppID   string `json:"app_id"`
 	OpenID  string `json:"openid"`
 	UnionID string `json:"unionid,omitempty"`
-	// Method is how the user logged in: MethodQR, MethodOAuth or MethodOpen.
+	// Method is how the user logged in: MethodQR, MethodCode, MethodOAuth
+	// or MethodOpen.
 	Method string `json:"login_method"`
 	// Nickname and AvatarURL are only known after snsapi_userinfo consent.
 	Nickname  string    `json:"nickname,omitempty"`

@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -53,7 +54,7 @@ import (
 )
 
 // Middleware is the WeChat login middleware. Create it with New; it is safe
-// for concurrent use and immutable after creation.
+// for concurrent use, and its configuration cannot change after creation.
 type Middleware struct {
 	cfg      Config
 	log      *zap.Logger
@@ -72,13 +73,19 @@ type Middleware struct {
 	qrLimiter      *ratelimit.Limiter
 	// oauth runs the OAuth login flows (internal/oauthflow).
 	oauth *oauthflow.Flows
-	// qrCeiling bounds QR creation by this instance, whatever the address.
-	qrCeiling *ratelimit.Limiter
-	waiters   *waiters
-	csrf      *http.CrossOriginProtection
-	metrics   Metrics
-	page      *loginpage.Renderer
-	public    publicPaths
+	// qrCeiling bounds QR creation by this instance, whatever the address;
+	// codeCeiling bounds code creation (see codelogin.go).
+	qrCeiling            *ratelimit.Limiter
+	codeCeiling          *ratelimit.Limiter
+	codeCeilingPerMinute int
+	// qrRefusedUntil is when a remembered 48001 for QR creation is
+	// forgotten (unix nanoseconds).
+	qrRefusedUntil atomic.Int64
+	waiters        *waiters
+	csrf           *http.CrossOriginProtection
+	metrics        Metrics
+	page           *loginpage.Renderer
+	public         publicPaths
 	// handoffs seals (on a login host) and opens (on a site with a
 	// LoginHost) logins handed to other sites; handoffTo holds the
 	// canonical HandoffTo origins.
@@ -129,6 +136,7 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
 	m.qrCeiling = ratelimit.New(float64(cfg.QRCeiling)/60, cfg.QRCeiling, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1))
+	m.codeCeiling, m.codeCeilingPerMinute = newCodeCeiling(cfg)
 	m.waiters = &waiters{max: cfg.MaxWaiting}
 	m.store = cfg.Store
 	if m.store == nil {
@@ -272,6 +280,12 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 			return
 		}
 		m.csrf.Handler(http.HandlerFunc(m.handleCreateQR)).ServeHTTP(w, r)
+	case "/code":
+		if !m.cfg.enabled(MethodCode) {
+			writeError(w, http.StatusNotFound, "code login is not enabled on this site")
+			return
+		}
+		m.csrf.Handler(http.HandlerFunc(m.handleCreateCode)).ServeHTTP(w, r)
 	case "/qr.svg":
 		m.handleQRImage(w, r)
 	case "/poll":

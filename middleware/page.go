@@ -59,6 +59,12 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 		l.SandboxScanURL, l.SandboxUsers = sb.ScanURL, sb.Users
 	}
 	l.NoQR = !m.cfg.enabled(MethodQR)
+	if m.cfg.enabled(MethodCode) {
+		l.Code, l.AccountName, l.FollowQR = true, m.cfg.AccountName, m.cfg.FollowQR
+		// WeChat refused this account QR codes a moment ago: start with
+		// the code rather than ask again.
+		l.CodeFirst = m.qrRefusedNow()
+	}
 	l.Phone = useragent.Phone(r.UserAgent()) && !useragent.InWeChat(r.UserAgent())
 	if m.cfg.enabled(MethodOpen) {
 		l.OpenURL = m.cfg.Prefix + "/oauth/start?method=open&next=" + url.QueryEscape(next)

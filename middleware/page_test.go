@@ -300,8 +300,10 @@ func TestForbiddenPage(t *testing.T) {
 
 // TestLoginPageWeight keeps the page small: everything it needs is in the
 // one response (the QR image aside), so this is the whole cost of a visit.
+// The budget was 20 KiB (7 KiB gzipped) before code login brought its
+// markup, script and words (about 2 KiB).
 func TestLoginPageWeight(t *testing.T) {
-	const maxRaw, maxGzip = 20 << 10, 7 << 10
+	const maxRaw, maxGzip = 23 << 10, 8 << 10
 	for _, lang := range []string{"en", "zh"} {
 		rec := pageFor(t, func(c *Config) {
 			c.OpenAppID, c.OpenAppSecret = "wx00000000000000bb", "open-secret-0123456789"

@@ -173,8 +173,8 @@ func (m *Middleware) checkPlainReuse(ctx context.Context, p *wechat.Push) (int, 
 }
 
 // processPush applies a verified push. Login scans confirm their scene;
-// chat codes end or confirm a login; everything else is acknowledged or
-// passed on.
+// chat codes end or confirm a login, or log in by code; other follows get
+// the welcome reply; everything else is acknowledged or passed on.
 func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResult {
 	if err := ctx.Err(); err != nil { // the budget ran out while the body was read
 		return pushResult{failure: err}
@@ -186,6 +186,9 @@ func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResu
 		}
 	}
 	scene, ok := ev.LoginScene()
+	if kind == wechat.EventSubscribe && !(ok && validSceneID(scene)) && m.cfg.WelcomeReply != "" {
+		return pushResult{reply: m.withSiteName(m.cfg.WelcomeReply)}
+	}
 	if !ok || (kind != wechat.EventSubscribe && kind != wechat.EventScan) {
 		return pushResult{pass: true}
 	}
@@ -198,7 +201,7 @@ func (m *Middleware) processPush(ctx context.Context, ev *wechat.Event) pushResu
 		// a campaign): not ours to answer.
 		return pushResult{pass: true}
 	}
-	return m.confirmScene(ctx, scene, ev)
+	return m.confirmScene(ctx, scene, ev, dedupeKey(ev))
 }
 
 // validOpenID accepts what WeChat issues: 28 characters of [A-Za-z0-9_-]

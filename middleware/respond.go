@@ -149,10 +149,7 @@ func (m *Middleware) wechatFailure(w http.ResponseWriter, what string, err error
 	m.metrics.WeChatFailure(what)
 	if mc, ok := diagnose(err); ok {
 		m.misconfigured(mc, fields...)
-		writeJSON(w, http.StatusBadGateway, map[string]string{
-			"error":  "WeChat login is misconfigured on this site (" + mc.user + "). Please tell the site's owner.",
-			"reason": ReasonMisconfigured,
-		})
+		m.writeMisconfigured(w, mc)
 		return
 	}
 	m.log.Error("WeChat call failed", fields...)
@@ -163,6 +160,21 @@ func (m *Middleware) wechatFailure(w http.ResponseWriter, what string, err error
 	}
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, "WeChat is unavailable; try again in a moment")
+}
+
+// writeMisconfigured answers a request that a misconfiguration makes fail.
+// When WeChat refuses the account QR codes and the site also offers code
+// login, "fallback": "code" tells the page to switch to it.
+func (m *Middleware) writeMisconfigured(w http.ResponseWriter, mc misconfiguration) {
+	body := map[string]string{
+		"error":  "WeChat login is misconfigured on this site (" + mc.user + "). Please tell the site's owner.",
+		"reason": ReasonMisconfigured,
+	}
+	if mc.reason == "qr_not_allowed" && m.cfg.enabled(MethodCode) {
+		body["error"] = "this WeChat account cannot make login QR codes; log in with a code instead"
+		body["fallback"] = MethodCode
+	}
+	writeJSON(w, http.StatusBadGateway, body)
 }
 
 // pushMisconfigured tells the operator when a push carrying a valid URL

@@ -30,8 +30,10 @@ import (
 // an attempt made the transition but did not finish, or is still finishing:
 // the retry finishes it. Neither means no attempt made the transition, and
 // the retry does the whole work.
-func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event) pushResult {
-	marker := dedupeKey(ev)
+//
+// A code login's chat message moves its scene the same way; marker names
+// the push (dedupeKey for scans, chatReplyKey for messages).
+func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event, marker string) pushResult {
 	if v, err := m.pushStore().Get(ctx, marker); err == nil {
 		m.metrics.DuplicatePush()
 		if len(v) > 1 {
@@ -55,6 +57,9 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		switch {
 		case ev.Ticket != "" && rec.Ticket != "" && ev.Ticket != rec.Ticket:
 			refused = "mismatch"
+		case (rec.Code != "") != (ev.MsgType == "text"):
+			refused = "mismatch" // a code login's scene takes messages, a QR login's scans
+
 		case rec.State != StatePending && rec.OpenID == ev.FromUserName:
 			refused = "duplicate"
 		case rec.State != StatePending:
@@ -217,11 +222,14 @@ func (m *Middleware) lookupUnionID(ctx context.Context, openID string) string {
 	return f.UnionID
 }
 
-func (m *Middleware) loginReply() string {
-	if strings.Contains(m.cfg.LoginReply, "%") {
-		return fmt.Sprintf(m.cfg.LoginReply, m.cfg.SiteName)
+func (m *Middleware) loginReply() string { return m.withSiteName(m.cfg.LoginReply) }
+
+// withSiteName puts SiteName in a configured chat text where it has a %s.
+func (m *Middleware) withSiteName(text string) string {
+	if strings.Contains(text, "%") {
+		return fmt.Sprintf(text, m.cfg.SiteName)
 	}
-	return m.cfg.LoginReply
+	return text
 }
 
 // dedupeKey identifies one push. WeChat's rule for events is FromUserName +

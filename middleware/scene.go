@@ -55,6 +55,17 @@ type sceneRecord struct {
 	NotMeCode    string `json:"notme,omitempty"`
 	ConfirmCode  string `json:"ccode,omitempty"`
 	ConfirmTries int    `json:"ctries,omitempty"`
+	// Code is the login code of a code login (MethodCode), which the user
+	// sends to the account in chat; empty for a QR login.
+	Code string `json:"code,omitempty"`
+}
+
+// method is the login method the scene was made for.
+func (r *sceneRecord) method() string {
+	if r.Code != "" {
+		return MethodCode
+	}
+	return MethodQR
 }
 
 // A scene record is read on every poll and every wake-up of every browser
@@ -100,12 +111,12 @@ func stateCode(state string) (byte, bool) {
 }
 
 // sceneStringFields is the number of string fields a record carries.
-const sceneStringFields = 10
+const sceneStringFields = 11
 
 // strings lists the record's string fields in their stored order. New
 // fields go at the end.
 func (r *sceneRecord) strings() [sceneStringFields]*string {
-	return [...]*string{&r.Ticket, &r.QRURL, &r.Next, &r.Client, &r.OpenID, &r.UnionID, &r.ScanKey, &r.SID, &r.NotMeCode, &r.ConfirmCode}
+	return [...]*string{&r.Ticket, &r.QRURL, &r.Next, &r.Client, &r.OpenID, &r.UnionID, &r.ScanKey, &r.SID, &r.NotMeCode, &r.ConfirmCode, &r.Code}
 }
 
 // wechatQRPrefix begins the URL of every QR code WeChat makes.
@@ -476,6 +487,19 @@ func (m *Middleware) qrResponse(id string, rec sceneRecord) qrResponse {
 // handleCreateQR serves POST {prefix}/qr: a new login scene with its QR code,
 // bound to this browser.
 func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
+	m.createScene(w, r, MethodQR)
+}
+
+// handleCreateCode serves POST {prefix}/code: a new login scene with its
+// login code, bound to this browser (see codelogin.go).
+func (m *Middleware) handleCreateCode(w http.ResponseWriter, r *http.Request) {
+	m.createScene(w, r, MethodCode)
+}
+
+// createScene makes a login scene for method (MethodQR or MethodCode) and
+// binds it to the browser. Both kinds share the binding cookie and the
+// per-address limit: switching between them gains a browser nothing.
+func (m *Middleware) createScene(w http.ResponseWriter, r *http.Request, method string) {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, http.MethodPost)
 		return
@@ -492,15 +516,19 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 
-	// The same browser asking again while its scene is still pending gets
-	// that scene back: no new WeChat call, no new quota spent.
+	// The same browser asking again while its scene of this kind is still
+	// pending gets that scene back: no new WeChat call, no new quota spent,
+	// no second live code.
 	if bound, ok := bindingScene(m.cookies.Open(r, bindingCookie)); ok {
 		id := string(bound)
 		rec, _, err := m.loadScene(ctx, id)
-		if err == nil && rec.State == StatePending && rec.ExpiresAt-m.cfg.Now().Unix() >= 30 {
-			writeJSON(w, http.StatusOK, m.qrResponse(id, rec))
+		if err == nil && rec.State == StatePending && rec.method() == method && rec.ExpiresAt-m.cfg.Now().Unix() >= 30 {
+			m.writeScene(w, id, rec)
 			return
 		}
+	}
+	if method == MethodQR && m.qrRefused(w) {
+		return
 	}
 
 	if ok, retry := m.allowQR(ctx, m.clientKey(r)); !ok {
@@ -508,30 +536,42 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too many login codes requested from this address; try again later")
 		return
 	}
-	if ok, retry := m.allowQRCeiling(ctx); !ok {
+	allow := m.allowQRCeiling
+	if method == MethodCode {
+		allow = m.allowCodeCeiling
+	}
+	if ok, retry := allow(ctx); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusServiceUnavailable, "this site is creating too many login codes right now; try again in a minute")
 		return
 	}
 
 	id := randomHex(sceneIDLen / 2)
-	qr, err := m.wc.CreateTempQR(ctx, id, m.cfg.SceneTTL)
-	if err != nil {
-		m.wechatFailure(w, "create QR ticket", err)
-		return
+	rec := sceneRecord{
+		State:  StatePending,
+		Next:   next,
+		Client: useragent.Describe(r.UserAgent()) + ", " + m.cfg.ClientIP(r),
 	}
 	ttl := m.cfg.SceneTTL
-	if qr.ExpiresIn > 0 && qr.ExpiresIn < ttl {
-		ttl = qr.ExpiresIn
+	if method == MethodQR {
+		qr, err := m.wc.CreateTempQR(ctx, id, m.cfg.SceneTTL)
+		if err != nil {
+			m.qrFailure(w, err)
+			return
+		}
+		if qr.ExpiresIn > 0 && qr.ExpiresIn < ttl {
+			ttl = qr.ExpiresIn
+		}
+		rec.Ticket, rec.QRURL = qr.Ticket, qr.URL
+	} else {
+		code, err := m.drawLoginCode(ctx, id, ttl)
+		if err != nil {
+			m.storeFailure(w, "create login code", err)
+			return
+		}
+		rec.Code = code
 	}
-	rec := sceneRecord{
-		State:     StatePending,
-		Ticket:    qr.Ticket,
-		QRURL:     qr.URL,
-		Next:      next,
-		ExpiresAt: m.cfg.Now().Add(ttl).Unix(),
-		Client:    useragent.Describe(r.UserAgent()) + ", " + m.cfg.ClientIP(r),
-	}
+	rec.ExpiresAt = m.cfg.Now().Add(ttl).Unix()
 	raw, err := encodeScene(rec)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal error")
@@ -545,8 +585,18 @@ func (m *Middleware) handleCreateQR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	m.log.Debug("login scene created", zap.String("scene", id[:8]))
+	m.log.Debug("login scene created", zap.String("scene", id[:8]), zap.String("method", method))
 	m.metrics.SceneCreated()
+	m.writeScene(w, id, rec)
+}
+
+// writeScene answers a scene creation: the QR code's or the login code's
+// JSON, after the scene's kind.
+func (m *Middleware) writeScene(w http.ResponseWriter, id string, rec sceneRecord) {
+	if rec.Code != "" {
+		writeJSON(w, http.StatusOK, m.codeResponse(id, rec))
+		return
+	}
 	writeJSON(w, http.StatusOK, m.qrResponse(id, rec))
 }
 
@@ -641,6 +691,10 @@ func (m *Middleware) handleQRImage(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		m.storeFailure(w, "load scene", err)
+		return
+	}
+	if rec.QRURL == "" {
+		writeError(w, http.StatusNotFound, "this login has a code, not a QR code")
 		return
 	}
 	svg, err := qrsvg.SVG(rec.QRURL)
@@ -814,18 +868,19 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	m.cookies.Clear(w, r, bindingCookie)
-	id2 := Identity{AppID: m.cfg.AppID, OpenID: rec.OpenID, UnionID: rec.UnionID, Method: MethodQR}
+	method := rec.method()
+	id2 := Identity{AppID: m.cfg.AppID, OpenID: rec.OpenID, UnionID: rec.UnionID, Method: method}
 	if m.cfg.UserID == "unionid" && id2.UnionID == "" {
 		// Never the openid in its place (see Config.UserID): the page
 		// says why from the reason.
 		m.log.Info("login refused: WeChat gave no unionid", zap.String("openid", logID(rec.OpenID)))
-		m.metrics.LoginDenied(MethodQR)
+		m.metrics.LoginDenied(method)
 		writeJSON(w, http.StatusOK, pollResponse{Status: StateDenied, Reason: ReasonNoUnionID})
 		return
 	}
 	if !m.allowed(id2) {
 		m.log.Info("login refused by allowlist", zap.String("openid", logID(rec.OpenID)))
-		m.metrics.LoginDenied(MethodQR)
+		m.metrics.LoginDenied(method)
 		writeStatus(w, StateDenied)
 		return
 	}
@@ -835,8 +890,8 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	m.log.Info("login", zap.String("method", MethodQR), zap.String("openid", logID(rec.OpenID)))
-	m.metrics.Login(MethodQR)
+	m.log.Info("login", zap.String("method", method), zap.String("openid", logID(rec.OpenID)))
+	m.metrics.Login(method)
 	next := rec.Next
 	if next == "" {
 		next = "/"

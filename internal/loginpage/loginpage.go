@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -110,8 +111,17 @@ type Login struct {
 	// OpenURL starts website login (without popup=1: the script adds it
 	// when it manages to open a popup). Empty when the method is off.
 	OpenURL string
-	// NoQR leaves out the QR code: the site offers website login only.
+	// NoQR leaves out the QR code: the site offers no QR login.
 	NoQR bool
+	// Code offers code login: the page shows a code that the user sends
+	// to the Official Account (AccountName) in chat. CodeFirst starts with
+	// the code rather than the QR code (a site with code login only, or
+	// one whose account WeChat refused QR codes to a moment ago). FollowQR
+	// is the account's own QR code, shown with the steps.
+	Code        bool
+	CodeFirst   bool
+	AccountName string
+	FollowQR    string
 	// Phone is a phone's browser outside WeChat: the QR code on its screen
 	// cannot be scanned by the same phone, so the page says what works
 	// there (save the code and scan it from the album, or open the page in
@@ -165,6 +175,8 @@ type Page struct {
 	HTMLLang string // for <html lang>: "en" or "zh-CN"
 	Nonce    string // the CSP nonce every <script> and <style> must carry
 	Message  string // when set, the page shows it instead of a QR code
+	// FollowStep is the code login's first step, naming the account.
+	FollowStep string
 
 	T      Text // the wording in Lang
 	Style  template.CSS
@@ -174,11 +186,14 @@ type Page struct {
 
 // ScriptConfig is the JSON the login page's script reads from #wl-data.
 type ScriptConfig struct {
-	Prefix  string `json:"prefix"`
-	Next    string `json:"next"`
-	Open    string `json:"open,omitempty"`
-	Sandbox string `json:"sandbox,omitempty"`
-	Text    Text   `json:"t"`
+	Prefix string `json:"prefix"`
+	Next   string `json:"next"`
+	// Kinds are the login scenes the page can ask for, "qr" and "code",
+	// the first to start with.
+	Kinds   []string `json:"kinds,omitempty"`
+	Open    string   `json:"open,omitempty"`
+	Sandbox string   `json:"sandbox,omitempty"`
+	Text    Text     `json:"t"`
 }
 
 // Login renders the login page.
@@ -204,9 +219,18 @@ func (p *Renderer) renderLogin(w http.ResponseWriter, r *http.Request, status in
 		T:        t,
 		Style:    p.style,
 		Script:   p.script,
-		Config:   ScriptConfig{Prefix: l.Prefix, Next: l.Next, Open: l.OpenURL, Sandbox: l.SandboxScanURL, Text: t},
+		Config:   ScriptConfig{Prefix: l.Prefix, Next: l.Next, Kinds: l.kinds(), Open: l.OpenURL, Sandbox: l.SandboxScanURL, Text: t},
 	}
-	return send(w, r, status, p.login, d, d.Nonce, loginSources)
+	account := t.OurAccount
+	if l.AccountName != "" {
+		account = strings.ReplaceAll(t.NamedAccount, "{name}", l.AccountName)
+	}
+	step := t.CodeStepFollow
+	if l.FollowQR == "" {
+		step = t.CodeStepSearch
+	}
+	d.FollowStep = strings.ReplaceAll(step, "{account}", account)
+	return send(w, r, status, p.login, d, d.Nonce, loginSources(l.FollowQR))
 }
 
 // Outcome is what a page that ends an OAuth flow says.
@@ -270,12 +294,33 @@ func (p *Renderer) Outcome(w http.ResponseWriter, r *http.Request, status int, o
 	return send(w, r, status, p.oauth, d, d.Nonce, oauthSources)
 }
 
+// kinds lists the login scenes the page may ask for, the first first. A
+// site whose account WeChat just refused QR codes offers only the code.
+func (l Login) kinds() []string {
+	switch {
+	case l.Code && (l.NoQR || l.CodeFirst):
+		return []string{"code"}
+	case l.Code:
+		return []string{"qr", "code"}
+	case !l.NoQR:
+		return []string{"qr"}
+	}
+	return nil
+}
+
 // What each page may use besides its own script and style. The OAuth pages
 // load nothing at all: they may sit at a URL that carried a code.
-const (
-	loginSources = "img-src 'self' data:; connect-src 'self'; form-action 'self'"
-	oauthSources = "form-action 'none'"
-)
+const oauthSources = "form-action 'none'"
+
+// loginSources is what the login page may load: images from this origin
+// and from the follow QR code's, if that is elsewhere.
+func loginSources(followQR string) string {
+	img := "img-src 'self' data:"
+	if u, err := url.Parse(followQR); err == nil && (u.Scheme == "https" || u.Scheme == "http") && plainHost(u.Host) {
+		img += " " + u.Scheme + "://" + u.Host
+	}
+	return img + "; connect-src 'self'; form-action 'self'"
+}
 
 // newNonce returns 128 random bits in the URL-safe alphabet, which needs no
 // escaping in an HTML attribute.
@@ -307,4 +352,19 @@ func send(w http.ResponseWriter, r *http.Request, status int, t *template.Templa
 		_, _ = w.Write(buf.Bytes())
 	}
 	return nil
+}
+
+// plainHost reports whether host is a host name or address with an
+// optional port and nothing that could end a policy directive.
+func plainHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-:[]", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -29,6 +29,30 @@ type Text struct {
 	Saved      string `json:"saved"`
 	// Continue labels the link from a finished login's page on to the site.
 	Continue string `json:"-"`
+	// Code login: the code's label, the steps ({account} is replaced by
+	// the account's name), the follow QR code's description, and the note
+	// for QR scanners who do not follow the account yet.
+	CodeLabel      string `json:"-"`
+	CodeStepFollow string `json:"-"`
+	CodeStepSearch string `json:"-"` // the first step without a follow QR code
+	CodeStepSend   string `json:"-"`
+	OurAccount     string `json:"-"`
+	NamedAccount   string `json:"-"` // {name} is replaced by the account's name
+	FollowQRAlt    string `json:"-"`
+	ScanFollow     string `json:"-"`
+	CopyCode       string `json:"-"`
+	CodeCopied     string `json:"codeCopied"`
+	CodeWaiting    string `json:"codeWaiting"`
+	CodeLoading    string `json:"codeLoading"`
+	CodeExpired    string `json:"codeExpired"`
+	CodeRefresh    string `json:"codeRefresh"`
+	// UseCode and UseQR switch between the two when a site offers both;
+	// QRUnavailable says why the page moved to a code by itself.
+	UseCode       string `json:"useCode"`
+	UseQR         string `json:"useQR"`
+	QRUnavailable string `json:"qrUnavailable"`
+	// SimulateSend labels the sandbox button in code login.
+	SimulateSend string `json:"simulateSend"`
 
 	Loading      string `json:"loading"`
 	Waiting      string `json:"waiting"`
@@ -123,6 +147,25 @@ var texts = map[string]Text{
 		Or:              "or",
 		Continue:        "Continue",
 
+		CodeLabel:      "Your login code",
+		CodeStepFollow: "In WeChat, follow {account}: scan its code below, or search for its name.",
+		CodeStepSearch: "In WeChat, follow {account}: search for its name.",
+		CodeStepSend:   "Send it the code above as a chat message. This page logs you in when it arrives.",
+		OurAccount:     "this site's Official Account",
+		NamedAccount:   "the Official Account “{name}”",
+		FollowQRAlt:    "QR code of the Official Account: scan it with WeChat to follow the account",
+		ScanFollow:     "If you do not follow the account yet, WeChat asks you to follow it first: the login completes when you do.",
+		CopyCode:       "Copy the code",
+		CodeCopied:     "Code copied.",
+		CodeWaiting:    "Waiting for your message in WeChat…",
+		CodeLoading:    "Preparing your login code…",
+		CodeExpired:    "This login code has expired.",
+		CodeRefresh:    "Get a new code",
+		UseCode:        "Log in with a code instead",
+		UseQR:          "Scan a QR code instead",
+		QRUnavailable:  "This site's WeChat account cannot show a login QR code: send it a code instead.",
+		SimulateSend:   "Simulate sending the code",
+
 		Loading:      "Preparing your login code…",
 		Waiting:      "Waiting for you to scan…",
 		Scanned:      "Scanned. Confirm the login on your phone…",
@@ -175,6 +218,25 @@ var texts = map[string]Text{
 		Saved:           "二维码已保存，请在微信“扫一扫”中从相册选择。",
 		Or:              "或",
 		Continue:        "继续",
+
+		CodeLabel:      "你的登录码",
+		CodeStepFollow: "在微信中关注{account}：扫描下方二维码，或搜索公众号名称。",
+		CodeStepSearch: "在微信中搜索并关注{account}。",
+		CodeStepSend:   "把上面的登录码作为消息发给它，消息送达后本页自动登录。",
+		OurAccount:     "本站的公众号",
+		NamedAccount:   "公众号“{name}”",
+		FollowQRAlt:    "公众号二维码，用微信扫描即可关注",
+		ScanFollow:     "如果你还没有关注公众号，微信会先请你关注，关注后即完成登录。",
+		CopyCode:       "复制登录码",
+		CodeCopied:     "登录码已复制。",
+		CodeWaiting:    "等待你在微信中发送登录码…",
+		CodeLoading:    "正在生成登录码…",
+		CodeExpired:    "登录码已过期。",
+		CodeRefresh:    "获取新的登录码",
+		UseCode:        "改用登录码登录",
+		UseQR:          "改用扫码登录",
+		QRUnavailable:  "本站公众号无法生成登录二维码，请改为发送登录码。",
+		SimulateSend:   "模拟发送登录码",
 
 		Loading:      "正在生成登录二维码…",
 		Waiting:      "等待扫码…",

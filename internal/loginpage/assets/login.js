@@ -1,5 +1,5 @@
-// The login page's behaviour: get a login code, show it, wait for the scan
-// and finish the login. It waits with Server-Sent Events, falls back to
+// The login page's behaviour: get a QR code (or a login code to send in
+// chat), show it, wait for the scan (or the message) and finish the login. It waits with Server-Sent Events, falls back to
 // long-polling and then to plain polling with backoff when a proxy or the
 // network gets in the way, and rides out network blips on the same code.
 // Everything it needs comes from #wl-data; it loads nothing from elsewhere.
@@ -12,6 +12,18 @@
   var veilText = $("wl-veil-text"), retry = $("wl-retry");
   var timerEl = $("wl-timer"), countdown = $("wl-countdown"), bar = $("wl-bar");
   var simulateLabel = $("wl-simulate") ? $("wl-simulate").textContent : "";
+  var codeBox = $("wl-code"), digits = $("wl-digits"), steps = $("wl-steps");
+  var switchBtn = $("wl-switch"), phoneBox = $("wl-phone"), scanHint = $("wl-scan-hint");
+
+  // kind is what the page shows: "qr", or "code" for code login, where the
+  // user sends the code to the Official Account in chat. kinds are those
+  // the site offers.
+  var kinds = cfg.kinds || ["qr"];
+  var kind = box ? box.dataset.kind || kinds[0] : "qr";
+  function say(name) {
+    var c = "code" + name.charAt(0).toUpperCase() + name.slice(1);
+    return kind === "code" && T[c] ? T[c] : T[name];
+  }
 
   // gen counts login codes. Every callback checks it, so a late answer
   // about an abandoned code changes nothing.
@@ -38,7 +50,7 @@
     setStatus(text, cls);
     if (next === "waiting" || next === "scanned") { waitingText = text; }
     var simulate = $("wl-simulate");
-    if (simulate) { simulate.textContent = next === "scanned" ? T.simulateConfirm : simulateLabel; }
+    if (simulate) { simulate.textContent = next === "scanned" ? T.simulateConfirm : kind === "code" ? T.simulateSend : simulateLabel; }
     if (!retry) { return; }
     retry.hidden = !button;
     if (button) {
@@ -79,7 +91,7 @@
     if (finished) { return; }
     stopWaiting();
     stopTimer();
-    show("expired", T.expired, "err", T.refresh);
+    show("expired", say("expired"), "err", say("refresh"));
   }
 
   function fail(detail) {
@@ -96,8 +108,23 @@
     show("error", T.misconfigured, "err");
   }
 
-  // create asks for a login code. The server hands this browser's pending
-  // code back instead of a new one when it still has time left.
+  // arrange shows what belongs to the kind of login on screen.
+  function arrange() {
+    box.dataset.kind = kind;
+    var code = kind === "code";
+    if (codeBox) { codeBox.hidden = !code; }
+    if (steps) { steps.hidden = !code; }
+    if (phoneBox) { phoneBox.hidden = code; }
+    if (scanHint) { scanHint.hidden = code; }
+    if (switchBtn) {
+      switchBtn.hidden = kinds.length < 2;
+      switchBtn.textContent = code ? T.useQR : T.useCode;
+    }
+  }
+
+  // create asks for a QR code or a login code. The server hands this
+  // browser's pending one of that kind back instead of a new one when it
+  // still has time left.
   function create() {
     var my = ++gen;
     stopWaiting();
@@ -106,15 +133,17 @@
     failures = 0;
     longFailures = 0;
     mode = window.EventSource ? "sse" : "long";
-    show("loading", T.loading);
+    arrange();
+    show("loading", say("loading"));
     var body = new URLSearchParams();
     body.set("next", cfg.next);
-    fetch(cfg.prefix + "/qr", { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
+    fetch(cfg.prefix + "/" + kind, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (j) {
           if (!r.ok) {
             var e = new Error(j.error || "HTTP " + r.status);
             e.reason = j.reason;
+            e.fallback = j.fallback;
             throw e;
           }
           return j;
@@ -125,11 +154,16 @@
         code = j;
         ttl = j.expires_in;
         deadline = now() + ttl * 1000;
-        img.onerror = function () { if (my === gen) { fail(); } };
-        img.src = j.qr_image;
-        img.hidden = false;
-        if (saveBtn) { saveBtn.disabled = true; }
-        show("waiting", T.waiting);
+        if (kind === "code") {
+          // Grouped for reading out and typing; copied without spaces.
+          digits.textContent = j.code.replace(/^(\d{5})(\d+)$/, "$1 $2");
+        } else {
+          img.onerror = function () { if (my === gen) { fail(); } };
+          img.src = j.qr_image;
+          img.hidden = false;
+          if (saveBtn) { saveBtn.disabled = true; }
+        }
+        show("waiting", say("waiting"));
         if (timerEl) { timerEl.hidden = false; }
         tick();
         tickTimer = setInterval(tick, 1000);
@@ -137,6 +171,15 @@
       })
       .catch(function (e) {
         if (my !== gen) { return; }
+        if (e.fallback === "code" && kinds.indexOf("code") >= 0 && kind !== "code") {
+          // WeChat does not let this site's account make QR codes: the
+          // code works instead, and the QR code is not offered again.
+          kind = "code";
+          kinds = ["code"];
+          if ($("wl-note")) { $("wl-note").hidden = false; }
+          create();
+          return;
+        }
         if (e.reason === "misconfigured") { misconfigured(); } else { fail(e.message); }
       });
   }
@@ -239,7 +282,7 @@
   function handle(my, s) {
     switch (s) {
     case "pending":
-      if (state !== "waiting" || statusEl.textContent !== waitingText) { show("waiting", T.waiting); }
+      if (state !== "waiting" || statusEl.textContent !== waitingText) { show("waiting", say("waiting")); }
       break;
     case "scanned":
       show("scanned", T.scanned, "info");
@@ -306,6 +349,31 @@
   }
 
   if (retry) { retry.addEventListener("click", create); }
+  if (switchBtn) {
+    switchBtn.addEventListener("click", function () {
+      kind = kind === "code" ? "qr" : "code";
+      create();
+      box.focus();
+    });
+  }
+  var copyCode = $("wl-copy-code");
+  if (copyCode) {
+    copyCode.addEventListener("click", function () {
+      if (!code || !code.code) { return; }
+      var done = function () { setStatus(T.codeCopied, "info"); };
+      var select = function () {
+        // No clipboard access: select the digits for the user to copy.
+        var range = document.createRange();
+        range.selectNodeContents(digits);
+        var sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+      };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(code.code).then(done, select);
+      } else { select(); }
+    });
+  }
 
   // Coming back to a hidden tab, or back online, catches up at once
   // instead of after the throttled timers.
@@ -364,8 +432,14 @@
       e.preventDefault();
       if (!code || (state !== "waiting" && state !== "scanned")) { return; }
       var body = new URLSearchParams();
-      body.set("qr", code.qr_content);
       body.set("user", $("wl-user").value);
+      if (state === "waiting" && code.code) {
+        // Code login: the phone follows the account and sends the code.
+        body.set("send", code.code);
+        lastScan = phone(body);
+        return;
+      }
+      body.set("qr", code.qr_content || "");
       if (state === "waiting") {
         lastScan = phone(body);
         return;

@@ -45,6 +45,13 @@ func withMetrics(mt Metrics) envOption { return func(c *Config) { c.Metrics = mt
 // the identity it was given as JSON.
 func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv {
 	t.Helper()
+	return newEnvWithApp(t, mode, nil, opts...)
+}
+
+// newEnvWithApp is newEnv with the fake's Official Account changed by app
+// (its kind, for one) before it is added.
+func newEnvWithApp(t *testing.T, mode wechattest.PushMode, app func(*wechattest.App), opts ...envOption) *testEnv {
+	t.Helper()
 	fake := wechattest.NewServer(wechattest.Config{})
 	t.Cleanup(fake.Close)
 
@@ -70,7 +77,7 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 	srv := httptest.NewServer(mw.Handler(http.HandlerFunc(echoIdentity)))
 	t.Cleanup(srv.Close)
 
-	err = fake.AddApp(wechattest.App{
+	a := wechattest.App{
 		AppID:          testAppID,
 		AppSecret:      testSecret,
 		Token:          testToken,
@@ -78,8 +85,11 @@ func newEnv(t *testing.T, mode wechattest.PushMode, opts ...envOption) *testEnv 
 		OriginalID:     testGhID,
 		CallbackURL:    srv.URL + "/wechat/callback",
 		Mode:           mode,
-	})
-	if err != nil {
+	}
+	if app != nil {
+		app(&a)
+	}
+	if err = fake.AddApp(a); err != nil {
 		t.Fatalf("AddApp: %v", err)
 	}
 	return &testEnv{t: t, fake: fake, mw: mw, srv: srv, cfg: mw.cfg}

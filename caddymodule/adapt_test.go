@@ -79,7 +79,7 @@ func TestValidateAdaptedCaddyfile(t *testing.T) {
 		wantErr string
 	}{
 		{"short aes key", "encoding_aes_key abcde", "encoding_aes_key must be 43 characters, got 5"},
-		{"bad method", "methods qr password", `methods 2 "password" must be qr, oauth or open`},
+		{"bad method", "methods qr password", `methods 2 "password" must be qr, code, oauth or open`},
 		{"bad scope", "scope snsapi_login", `scope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},
 		{"bad user_id", "user_id email", `user_id must be openid or unionid, not "email"`},
 		{"short session key", "session_key short", "session_key 2 is 5 bytes, need at least 32"},

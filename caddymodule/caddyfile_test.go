@@ -90,6 +90,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			},
 		},
 		{name: "sandbox only", input: "wechat_login {\n sandbox\n}", want: Handler{Sandbox: true}},
+		{name: "sandbox subscription", input: "wechat_login {\n sandbox subscription\n}", want: Handler{Sandbox: true, SandboxAccount: "subscription"}},
+		{name: "code login", input: "wechat_login {\n methods qr code\n account_name \"Shop 商店\"\n follow_qr /follow.jpg\n welcome_reply \"Hi %s\"\n}",
+			want: Handler{Methods: []string{"qr", "code"}, AccountName: "Shop 商店", FollowQR: "/follow.jpg", WelcomeReply: "Hi %s"}},
 		{name: "empty block", input: "wechat_login", want: Handler{}},
 		{name: "duration with days", input: "wechat_login {\n session_ttl 1d\n}", want: Handler{SessionTTL: caddy.Duration(24 * time.Hour)}},
 		{name: "redis store", input: "wechat_login {\n store redis {env.REDIS_URL} site1:\n}", want: Handler{Store: "redis", RedisURL: "{env.REDIS_URL}", RedisPrefix: "site1:"}},
@@ -112,7 +115,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bad duration", input: "wechat_login {\n qr_ttl soon\n}", wantErr: `qr_ttl: "soon" is not a positive duration`},
 		{name: "negative duration", input: "wechat_login {\n session_ttl -1h\n}", wantErr: "not a positive duration"},
 		{name: "unknown user_id parses", input: "wechat_login {\n user_id email\n}", want: Handler{UserID: "email"}},
-		{name: "flag with argument", input: "wechat_login {\n sandbox yes\n}", wantErr: "wrong argument count"},
+		{name: "sandbox with a wrong argument", input: "wechat_login {\n sandbox yes\n}", wantErr: "sandbox: want no argument or `subscription`"},
+		{name: "sandbox with two arguments", input: "wechat_login {\n sandbox subscription x\n}", wantErr: "wrong argument count"},
+		{name: "flag with argument", input: "wechat_login {\n confirm_in_chat yes\n}", wantErr: "wrong argument count"},
 		{name: "session_key without value", input: "wechat_login {\n session_key\n}", wantErr: "wrong argument count"},
 		{name: "bad rate", input: "wechat_login {\n qr_rate_limit fast\n}", wantErr: `qr_rate_limit: "fast" is not a positive number`},
 		{name: "bad burst", input: "wechat_login {\n qr_rate_limit 10 0\n}", wantErr: `burst "0" is not a positive whole number`},
@@ -219,7 +224,7 @@ func TestCaddyfileMistakesAtLoad(t *testing.T) {
 		{"short aes key from a placeholder", "encoding_aes_key {env.WECHAT_LOGIN_TEST_AES_KEY}", "encoding_aes_key must be 43 characters, got 5"},
 		{"aes key not base64", "encoding_aes_key " + strings.Repeat("!", 43), "encoding_aes_key is not a valid key"},
 		{"bad user_id", "user_id email", `user_id must be openid or unionid, not "email"`},
-		{"bad method", "methods qr password", `methods 2 "password" must be qr, oauth or open`},
+		{"bad method", "methods qr password", `methods 2 "password" must be qr, code, oauth or open`},
 		{"method twice", "methods oauth oauth", `methods 2 "oauth" is listed twice`},
 		{"open without website app", "methods open", `methods 1 "open" needs a website app`},
 		{"bad scope", "scope snsapi_login", `scope must be snsapi_base or snsapi_userinfo, not "snsapi_login"`},
@@ -233,6 +238,8 @@ func TestCaddyfileMistakesAtLoad(t *testing.T) {
 		{"revocation_file with redis", "store redis redis://127.0.0.1:1/0", "revocation_file is only for store memory"},
 		{"sandbox with an app", "sandbox\n app_id wx0123456789abcdef", "sandbox cannot be combined with app_id"},
 		{"sandbox with a bad prefix", "sandbox\n prefix /wechat/", `prefix "/wechat/" must start with /`},
+		{"follow_qr not a URL", "methods code\n follow_qr follow.jpg", `follow_qr must be an absolute path on this site or an http(s) URL`},
+		{"code login names no website app option", "methods code\n open_app_id x", `open_app_secret is missing`},
 		{"refresh as long as the session", "session_refresh 24h\n session_max_age 48h", "session_refresh 24h0m0s must be shorter than the session lifetime (24h0m0s)"},
 		{"refresh without max age", "session_refresh 1h", "session_max_age is required with session refresh"},
 		{"max age shorter than the session", "session_ttl 2h\n session_max_age 1h", "session_max_age 1h0m0s must not be shorter than the session lifetime (2h0m0s)"},
@@ -271,6 +278,15 @@ func TestCaddyfileMistakesAtLoad(t *testing.T) {
 	t.Run("sandbox", func(t *testing.T) {
 		if _, err := loadCaddyfile(t, "sandbox"); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("sandbox subscription", func(t *testing.T) {
+		h, err := loadCaddyfile(t, "sandbox subscription")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.sandbox == nil || h.sandbox.appID != sandboxSubAppID {
+			t.Fatalf("the sandbox's account is not the subscription account: %+v", h.sandbox)
 		}
 	})
 	t.Run("gateway options", func(t *testing.T) {

@@ -166,9 +166,14 @@ func runCheck(ctx context.Context, cfg Config, crypter *wechat.Crypter, wc *wech
 			"check the login host's configuration; its handoff_to must list this site's origin", 0)
 		return r
 	}
-	qr, inWeChat := cfg.enabled(MethodQR), cfg.enabled(MethodOAuth)
-	if qr || inWeChat {
+	qr, code, inWeChat := cfg.enabled(MethodQR), cfg.enabled(MethodCode), cfg.enabled(MethodOAuth)
+	if qr || code || inWeChat {
 		qrRefused := checkAccount(ctx, &r, cfg, wc, qr)
+		if code {
+			r.add(SeverityOK, "code login",
+				"code login needs no permission beyond the access token: every kind of Official Account may receive messages. Users must follow the account, then send the code the page shows",
+				"", 0)
+		}
 		if inWeChat {
 			checkInWeChat(&r, cfg, qrRefused)
 		}
@@ -204,9 +209,15 @@ func checkAccount(ctx context.Context, r *CheckReport, cfg Config, wc *wechat.Cl
 	}
 	_, err := wc.CreateTempQR(ctx, randomHex(sceneIDLen/2), checkQRTTL)
 	if err != nil {
-		r.add(SeverityProblem, "QR login", "WeChat did not create a login QR code: "+failureText(err), failureFix(err, cfg.Endpoint), errcode(err))
 		code, _ := wechat.ErrorCode(err)
-		return code == wechat.CodeAPIUnauthorized
+		refused := code == wechat.CodeAPIUnauthorized
+		if refused && cfg.enabled(MethodCode) {
+			r.add(SeverityWarning, "QR login", "WeChat did not create a login QR code: "+failureText(err)+"; the login page falls back to code login by itself",
+				"take qr out of the methods, so that the page starts with the code", code)
+			return true
+		}
+		r.add(SeverityProblem, "QR login", "WeChat did not create a login QR code: "+failureText(err), failureFix(err, cfg.Endpoint), code)
+		return refused
 	}
 	r.add(SeverityOK, "QR login", "WeChat created a login QR code (cgi-bin/qrcode/create; it expires in a minute and nobody is shown it)", "", 0)
 	return false

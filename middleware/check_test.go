@@ -205,6 +205,29 @@ func TestMisconfigSubscriptionAccount(t *testing.T) {
 	env.assertMisconfiguredAnswer("qr_not_allowed", "methods code", "verified service account")
 }
 
+// TestCheckSubscriptionAccountWithCodeLogin: with code login on, a 48001
+// for QR codes is a warning (the page falls back by itself), code login is
+// reported working, and the check passes.
+func TestCheckSubscriptionAccountWithCodeLogin(t *testing.T) {
+	for _, methods := range [][]string{{MethodQR, MethodCode}, {MethodCode}} {
+		env := newSetupEnv(t, func(a *wechattest.App) { a.Account = wechattest.SubscriptionAccount }, withMethods(methods...))
+		r := env.check()
+		if !r.OK() {
+			t.Fatalf("%v: not OK:\n%s", methods, r)
+		}
+		if f := finding(t, r, "code login"); f.Severity != SeverityOK {
+			t.Errorf("%v: code login: %+v", methods, f)
+		}
+		if len(methods) == 2 {
+			if f := finding(t, r, "QR login"); f.Severity != SeverityWarning || f.Errcode != 48001 || !strings.Contains(f.Message, "falls back to code login") {
+				t.Errorf("QR login: %+v", f)
+			}
+		} else if n := env.fake.Calls("/cgi-bin/qrcode/create"); n != 0 {
+			t.Errorf("code login only, and the check asked WeChat for %d QR codes", n)
+		}
+	}
+}
+
 // TestMisconfigIPNotWhitelisted: 40164 names the address WeChat saw and
 // where to add it.
 func TestMisconfigIPNotWhitelisted(t *testing.T) {

@@ -135,17 +135,17 @@ type Login struct {
 // Embed is what the login page needs to show WeChat's website-login frame.
 type Embed struct {
 	// URL is where the script asks for a frame (POST {prefix}/oauth/embed).
-	URL string
+	URL string `json:"url"`
 	// Redeem is where the script trades the frame's result for the session
 	// (POST {prefix}/oauth/redeem).
-	Redeem string
+	Redeem string `json:"redeem"`
 	// FrameSrc lists what the frame may show, for the page's
 	// Content-Security-Policy frame-src: WeChat's origin (or the fake's) and
 	// this site's callback, which the frame is sent to after the scan.
-	FrameSrc []string
+	FrameSrc []string `json:"-"`
 	// Auto shows the frame as soon as the page loads (a site with website
 	// login only); otherwise the website login button shows it.
-	Auto bool
+	Auto bool `json:"-"`
 }
 
 // Sandbox is the "Simulate scan" control of the Caddy module's sandbox: the

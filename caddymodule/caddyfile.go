@@ -35,6 +35,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		scope             snsapi_base|snsapi_userinfo
 //		open_app_id       <website app id>
 //		open_app_secret   <website app secret>
+//		open_display      embedded|popup|page  # website login: QR in the page (default), popup, or full page
+//		open_frame_style  black|white       # embedded QR page's text colour
+//		open_frame_css    <url>             # embedded QR page's CSS: https or data:text/css;base64
 //		session_key       <key> [<older key>...]
 //		prefix            <path>            # default /wechat
 //		session_ttl       <duration>        # default 24h
@@ -134,6 +137,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "open_app_id":
 			if err := oneArg(d, &h.OpenAppID); err != nil {
+				return err
+			}
+		case "open_display":
+			if err := oneArg(d, &h.OpenDisplay); err != nil {
+				return err
+			}
+		case "open_frame_style":
+			if err := oneArg(d, &h.OpenFrameStyle); err != nil {
+				return err
+			}
+		case "open_frame_css":
+			if err := oneArg(d, &h.OpenFrameCSS); err != nil {
 				return err
 			}
 		case "open_app_secret":

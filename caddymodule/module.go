@@ -51,6 +51,13 @@ type Handler struct {
 	// OpenAppID and OpenAppSecret identify an Open Platform website app.
 	OpenAppID     string `json:"open_app_id,omitempty"`
 	OpenAppSecret string `json:"open_app_secret,omitempty"`
+	// OpenDisplay is how the login page shows website login: embedded
+	// (default; WeChat's QR in a frame on the page), popup or page.
+	OpenDisplay string `json:"open_display,omitempty"`
+	// OpenFrameStyle (black or white text) and OpenFrameCSS (an https or
+	// data:text/css;base64 URL) style the embedded QR page.
+	OpenFrameStyle string `json:"open_frame_style,omitempty"`
+	OpenFrameCSS   string `json:"open_frame_css,omitempty"`
 
 	// SessionKeys seal the session cookies: each at least 32 characters of
 	// secret randomness (for example `openssl rand -base64 32`). The first
@@ -318,6 +325,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeConfig, 
 		Prefix:               h.Prefix,
 		Methods:              h.Methods,
 		OAuthScope:           h.Scope,
+		OpenDisplay:          h.OpenDisplay,
+		OpenFrameStyle:       h.OpenFrameStyle,
+		OpenFrameCSS:         h.OpenFrameCSS,
 		SessionTTL:           time.Duration(h.SessionTTL),
 		SessionRefresh:       time.Duration(h.SessionRefresh),
 		SessionMaxAge:        time.Duration(h.SessionMaxAge),
@@ -430,6 +440,9 @@ var options = map[string]string{
 	"OAuthScope":      "scope",
 	"OpenAppID":       "open_app_id",
 	"OpenAppSecret":   "open_app_secret",
+	"OpenDisplay":     "open_display",
+	"OpenFrameStyle":  "open_frame_style",
+	"OpenFrameCSS":    "open_frame_css",
 	"SessionKeys":     "session_key",
 	"Prefix":          "prefix",
 	"SessionTTL":      "session_ttl",

@@ -29,8 +29,14 @@ func TestCaddyWebsiteOnlySite(t *testing.T) {
 	b := newClient(t, c.BaseURL)
 
 	resp, body := b.do(http.MethodGet, "/wechat/login?next=%2Fshop", nil, "Accept", "text/html")
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="wl-open"`) || strings.Contains(body, `id="wl-qr"`) {
-		t.Fatalf("login page %d: website button %v, QR area %v", resp.StatusCode, strings.Contains(body, `id="wl-open"`), strings.Contains(body, `id="wl-qr"`))
+	// Website login alone, embedded (the default): the page shows WeChat's
+	// QR frame at once, and may frame only the fake's origin (from
+	// oauth_base) and the site's callback.
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="wl-frame"`) || strings.Contains(body, `id="wl-qr"`) {
+		t.Fatalf("login page %d: website login frame %v, QR area %v", resp.StatusCode, strings.Contains(body, `id="wl-frame"`), strings.Contains(body, `id="wl-qr"`))
+	}
+	if csp, want := resp.Header.Get("Content-Security-Policy"), "frame-src "+fake.URL+" "+c.BaseURL+"/wechat/oauth/callback;"; !strings.Contains(csp, want) {
+		t.Fatalf("login page CSP %q, want %q", csp, want)
 	}
 	if resp, _ := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=/"), "Origin", c.BaseURL, "Content-Type", "application/x-www-form-urlencoded"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("POST /wechat/qr: %d, want 404", resp.StatusCode)

@@ -138,7 +138,8 @@ func (tb *tab) assertAccessible(state string) {
 	}
 }
 
-// TestLoginPageAccessible: every state of the login page, in both
+// TestLoginPageAccessible: every state of the login page (the embedded
+// website QR among them), in both
 // languages, on a desktop and a phone, light and dark, has no violation axe
 // can find.
 func TestLoginPageAccessible(t *testing.T) {
@@ -184,6 +185,13 @@ func TestLoginPageAccessible(t *testing.T) {
 			tb.waitState("error")
 			tb.assertAccessible("error")
 			tb.block()
+
+			// Website login embedded in the page: WeChat's QR in a frame.
+			tb.do(chromedp.Navigate(confirm.BaseURL + "/members"))
+			tb.waitState("waiting")
+			tb.do(chromedp.Click(chromedp.ID("wl-open")))
+			tb.do(chromedp.WaitVisible(chromedp.CSS(`#wl-frame[data-state="waiting"] iframe`)))
+			tb.assertAccessible("embedded QR")
 
 			// A page of the OAuth flows: a callback that went wrong.
 			tb.do(chromedp.Navigate(confirm.BaseURL + "/wechat/oauth/callback?state=0123456789abcdef0123456789abcdef&code=x"))

@@ -424,12 +424,12 @@ func TestBrowserReconnectsAfterBlip(t *testing.T) {
 	tb.assertCleanConsole("ERR_BLOCKED_BY_CLIENT", "/wechat/")
 }
 
-// TestBrowserPopupWebsiteLogin: the website-login button opens WeChat's
+// TestBrowserPopupWebsiteLogin: with open_display popup, the website-login button opens WeChat's
 // login in a popup; finishing it there closes the popup and the opener
 // lands on the protected page.
 func TestBrowserPopupWebsiteLogin(t *testing.T) {
 	t.Parallel()
-	c := startBrowserCaddy(t)
+	c := startCaddy(t, strings.Replace(browserSite("Browser Test"), "sandbox\n", "sandbox\n\t\topen_display popup\n", 1))
 	tb := newTab(t, 1280, 800)
 
 	tb.do(chromedp.Navigate(c.BaseURL + "/account"))

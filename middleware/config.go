@@ -84,9 +84,24 @@ type Config struct {
 	OAuthScope string
 
 	// OpenAppID and OpenAppSecret identify an Open Platform website app,
-	// for website login (qrconnect) in a popup.
+	// for website login (qrconnect).
 	OpenAppID     string
 	OpenAppSecret string
+
+	// OpenDisplay is how the login page shows website login:
+	// OpenDisplayEmbedded (the default) puts WeChat's login QR in a frame
+	// on the page, as WeChat's wxLogin.js does, and finishes the login
+	// without leaving the page; OpenDisplayPopup opens WeChat's page in a
+	// popup (a full-page visit when the popup is blocked); OpenDisplayPage
+	// goes to WeChat's page in the same window. Only with website login.
+	OpenDisplay string
+
+	// OpenFrameStyle is the text colour of the embedded QR page: "black"
+	// (WeChat's default, for light pages) or "white" (for dark ones).
+	// OpenFrameCSS is custom CSS for it, as WeChat allows: an https URL or
+	// a data:text/css;base64 URL. Both only with OpenDisplayEmbedded.
+	OpenFrameStyle string
+	OpenFrameCSS   string
 
 	// SessionKeys seal the session and browser-binding cookies. Each key is
 	// at least 32 bytes of secret randomness. The first key seals; all keys
@@ -355,6 +370,13 @@ type Config struct {
 	Now func() time.Time
 }
 
+// The values of Config.OpenDisplay.
+const (
+	OpenDisplayEmbedded = "embedded"
+	OpenDisplayPopup    = "popup"
+	OpenDisplayPage     = "page"
+)
+
 const (
 	defaultPrefix          = "/wechat"
 	defaultSessionTTL      = 24 * time.Hour
@@ -519,6 +541,9 @@ func (c Config) prepare() (Config, parts, error) {
 		if *n.v == 0 {
 			*n.v = n.def
 		}
+	}
+	if err := c.openDisplay(); err != nil {
+		return c, p, err
 	}
 	if p.public, err = c.publicPaths(); err != nil {
 		return c, p, err
@@ -743,6 +768,42 @@ func (c *Config) oauthDefaults() error {
 		if slices.Contains(c.Methods[:i], m) {
 			return elementError("Methods", i, "%q is listed twice", m)
 		}
+	}
+	return nil
+}
+
+// openDisplay checks and defaults OpenDisplay and the frame's style. They
+// are refused without website login, which they would silently not
+// affect.
+func (c *Config) openDisplay() error {
+	if !c.enabled(MethodOpen) {
+		for _, f := range []struct{ name, v string }{{"OpenDisplay", c.OpenDisplay}, {"OpenFrameStyle", c.OpenFrameStyle}, {"OpenFrameCSS", c.OpenFrameCSS}} {
+			if f.v != "" {
+				return fieldError(f.name, "is set but website login (open) is not enabled")
+			}
+		}
+		return nil
+	}
+	switch c.OpenDisplay {
+	case "":
+		c.OpenDisplay = OpenDisplayEmbedded
+	case OpenDisplayEmbedded, OpenDisplayPopup, OpenDisplayPage:
+	default:
+		return fieldError("OpenDisplay", "must be embedded, popup or page, not %q", c.OpenDisplay)
+	}
+	if c.OpenDisplay != OpenDisplayEmbedded {
+		if c.OpenFrameStyle != "" {
+			return fieldError("OpenFrameStyle", "only applies to the embedded display, not %s", c.OpenDisplay)
+		}
+		if c.OpenFrameCSS != "" {
+			return fieldError("OpenFrameCSS", "only applies to the embedded display, not %s", c.OpenDisplay)
+		}
+	}
+	if c.OpenFrameStyle != "" && c.OpenFrameStyle != "black" && c.OpenFrameStyle != "white" {
+		return fieldError("OpenFrameStyle", "must be black or white, not %q", c.OpenFrameStyle)
+	}
+	if c.OpenFrameCSS != "" && !wechat.ValidFrameCSS(c.OpenFrameCSS) {
+		return fieldError("OpenFrameCSS", "must be an https URL or a data:text/css;base64 URL of at most 2048 bytes")
 	}
 	return nil
 }

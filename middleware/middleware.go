@@ -308,6 +308,10 @@ func (m *Middleware) route(w http.ResponseWriter, r *http.Request, sub string, n
 		m.oauth.Start(w, r)
 	case "/oauth/callback":
 		m.oauth.Callback(w, r)
+	case "/oauth/embed":
+		m.csrf.Handler(http.HandlerFunc(m.oauth.Embed)).ServeHTTP(w, r)
+	case "/oauth/redeem":
+		m.csrf.Handler(http.HandlerFunc(m.oauth.Redeem)).ServeHTTP(w, r)
 	case "/logout":
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			m.handleLogoutLink(w, r)

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/oauthflow"
 	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
@@ -60,6 +61,7 @@ func (m *Middleware) newOAuthFlows() *oauthflow.Flows {
 	}
 	if m.cfg.enabled(MethodOpen) {
 		cfg.Website = app(m.cfg.OpenAppID, m.cfg.OpenAppSecret)
+		cfg.Frame = wechat.FrameOptions{Style: m.cfg.OpenFrameStyle, Href: m.cfg.OpenFrameCSS}
 	}
 	return oauthflow.New(cfg)
 }
@@ -75,4 +77,18 @@ func (m *Middleware) origin(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
+}
+
+// frameSources are what the login page may frame for embedded website
+// login: WeChat's page origin, derived from the configured endpoint, and
+// this site's own OAuth callback, where WeChat sends the frame after the
+// scan. An endpoint that is a path on this site (the Caddy module's
+// sandbox) is allowed as that path's prefix on this origin.
+func (m *Middleware) frameSources(r *http.Request) []string {
+	origin := m.origin(r)
+	wechatPages := m.cfg.Endpoint.PageOrigin()
+	if wechatPages == "" {
+		wechatPages = origin + strings.TrimRight(m.cfg.Endpoint.Authorize, "/") + "/connect/"
+	}
+	return []string{wechatPages, origin + m.cfg.Prefix + "/oauth/callback"}
 }

@@ -68,6 +68,18 @@ func (m *Middleware) serveLogin(w http.ResponseWriter, r *http.Request) {
 	l.Phone = useragent.Phone(r.UserAgent()) && !useragent.InWeChat(r.UserAgent())
 	if m.cfg.enabled(MethodOpen) {
 		l.OpenURL = m.cfg.Prefix + "/oauth/start?method=open&next=" + url.QueryEscape(next)
+		switch m.cfg.OpenDisplay {
+		case OpenDisplayEmbedded:
+			l.Embed = &loginpage.Embed{
+				URL:      m.cfg.Prefix + "/oauth/embed",
+				Redeem:   m.cfg.Prefix + "/oauth/redeem",
+				FrameSrc: m.frameSources(r),
+				// With website login alone there is nothing else to show.
+				Auto: l.NoQR,
+			}
+		case OpenDisplayPage:
+			l.FullPage = true
+		}
 	}
 	m.pageDone(w, m.page.Login(w, r, l))
 }

@@ -35,9 +35,10 @@ func TestWebsiteOnlySite(t *testing.T) {
 	b := env.browser()
 	page := b.get("/wechat/login?next=/dash", nil)
 	body := string(page.body)
-	if page.StatusCode != http.StatusOK || !strings.Contains(body, `id="wl-open"`) || strings.Contains(body, `id="wl-qr"`) {
-		t.Fatalf("login page %d, website button %v, QR area %v", page.StatusCode,
-			strings.Contains(body, `id="wl-open"`), strings.Contains(body, `id="wl-qr"`))
+	// Website login alone: its embedded QR is shown at once, nothing else.
+	if page.StatusCode != http.StatusOK || !strings.Contains(body, `id="wl-frame" data-state="idle" tabindex="-1">`) || strings.Contains(body, `id="wl-qr"`) {
+		t.Fatalf("login page %d, website login frame %v, QR area %v", page.StatusCode,
+			strings.Contains(body, `id="wl-frame"`), strings.Contains(body, `id="wl-qr"`))
 	}
 	if resp := b.do(http.MethodPost, "/wechat/qr", strings.NewReader("next=/"), map[string]string{"Origin": env.srv.URL, "Content-Type": "application/x-www-form-urlencoded"}); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("POST /wechat/qr: %d, want 404", resp.StatusCode)

@@ -2,6 +2,7 @@ package wechat
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -289,4 +290,99 @@ func (a *OAuthApp) checkToken(ctx context.Context, accessToken, openid string) e
 	var resp apiStatus
 	req := newAPIRequest(http.MethodGet, a.Endpoint.withDefaults().API, "sns/auth", q, nil)
 	return doJSON(ctx, httpClientOrDefault(a.HTTPClient), req, &resp)
+}
+
+// FrameOptions are the embedded website-login page's display options, as
+// wxLogin.js passes them (reference §9.2).
+type FrameOptions struct {
+	// Style is "black" (dark text, for light backgrounds; WeChat's default)
+	// or "white" (light text, for dark backgrounds). Empty leaves it out.
+	Style string
+	// Href is custom CSS for the frame: an https URL, or a
+	// data:text/css;base64 URL. Empty for none.
+	Href string
+	// English asks for the English page (lang=en).
+	English bool
+}
+
+// QRConnectFrameURL returns the URL of WeChat's embedded website-login page,
+// the one wxLogin.js puts in its iframe (login_type=jssdk): a QR code for
+// the website app a, which after the scan sends the frame itself to
+// redirectURI with code and state (self_redirect=true), never the top
+// window. Its parameters follow wxLogin.js's order; unlike QRConnectURL it
+// has no response_type and no "#wechat_redirect". state follows the same
+// rules as in AuthorizeURL.
+func (a *OAuthApp) QRConnectFrameURL(redirectURI, state string, o FrameOptions) (string, error) {
+	if err := checkOpaque("app ID", a.AppID, 128); err != nil {
+		return "", err
+	}
+	if err := checkRedirectURI(redirectURI); err != nil {
+		return "", err
+	}
+	if err := checkState(state); err != nil {
+		return "", err
+	}
+	if o.Style != "" && o.Style != "black" && o.Style != "white" {
+		return "", invalidArg("frame style must be black or white")
+	}
+	if o.Href != "" && !ValidFrameCSS(o.Href) {
+		return "", invalidArg("frame CSS must be an https URL or a data:text/css;base64 URL")
+	}
+	var b strings.Builder
+	b.WriteString(a.Endpoint.withDefaults().Authorize)
+	b.WriteString("/connect/qrconnect?appid=")
+	b.WriteString(url.QueryEscape(a.AppID))
+	b.WriteString("&scope=")
+	b.WriteString(ScopeLogin)
+	b.WriteString("&redirect_uri=")
+	b.WriteString(url.QueryEscape(redirectURI))
+	b.WriteString("&state=")
+	b.WriteString(state)
+	// The empty pass-throughs are what wxLogin.js sends when the caller
+	// leaves them out.
+	b.WriteString("&login_type=jssdk&self_redirect=true&styletype=&sizetype=&bgcolor=&rst=")
+	if o.Style != "" {
+		b.WriteString("&style=")
+		b.WriteString(o.Style)
+	}
+	if o.Href != "" {
+		b.WriteString("&href=")
+		b.WriteString(url.QueryEscape(o.Href))
+	}
+	if o.English {
+		b.WriteString("&lang=en")
+	}
+	return b.String(), nil
+}
+
+// maxFrameCSSLen bounds a frame's custom CSS URL: it rides in the frame's
+// URL, which WeChat and browsers limit.
+const maxFrameCSSLen = 2048
+
+// ValidFrameCSS reports whether href is custom CSS WeChat's embedded page
+// takes: an https URL without user info, or inline CSS as a
+// data:text/css;base64 URL, at most 2048 bytes either way.
+func ValidFrameCSS(href string) bool {
+	if len(href) > maxFrameCSSLen {
+		return false
+	}
+	if b64, ok := strings.CutPrefix(href, "data:text/css;base64,"); ok {
+		_, err := base64.StdEncoding.DecodeString(b64)
+		return err == nil && b64 != ""
+	}
+	u, err := url.Parse(href)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil && !strings.ContainsAny(href, " \t\r\n\"'<>\\")
+}
+
+// PageOrigin returns the scheme and host of e's authorization pages, the
+// origin a page that embeds WeChat's login frame must allow (for
+// Content-Security-Policy frame-src), or "" when Authorize is not an
+// absolute URL (a path on the site itself, as the Caddy module's sandbox
+// uses).
+func (e Endpoint) PageOrigin() string {
+	u, err := url.Parse(e.withDefaults().Authorize)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }

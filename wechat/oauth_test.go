@@ -312,3 +312,46 @@ func BenchmarkAuthorizeURL(b *testing.B) {
 		}
 	}
 }
+
+// TestQRConnectFrameURL: the embedded page's URL is the one wxLogin.js
+// builds (reference §9.2), and bad options are refused before any URL is.
+func TestQRConnectFrameURL(t *testing.T) {
+	t.Parallel()
+	app := &wechat.OAuthApp{AppID: "wxwebsiteapp0001"}
+	const cb = "https://example.com/wechat/oauth/callback"
+	for _, tc := range []struct {
+		name string
+		o    wechat.FrameOptions
+		want string // "" for an error
+	}{
+		{"plain", wechat.FrameOptions{}, "https://open.weixin.qq.com/connect/qrconnect?appid=wxwebsiteapp0001&scope=snsapi_login&redirect_uri=https%3A%2F%2Fexample.com%2Fwechat%2Foauth%2Fcallback&state=xyz&login_type=jssdk&self_redirect=true&styletype=&sizetype=&bgcolor=&rst="},
+		{"styled english", wechat.FrameOptions{Style: "white", Href: "https://example.com/a.css?x=1", English: true},
+			"https://open.weixin.qq.com/connect/qrconnect?appid=wxwebsiteapp0001&scope=snsapi_login&redirect_uri=https%3A%2F%2Fexample.com%2Fwechat%2Foauth%2Fcallback&state=xyz&login_type=jssdk&self_redirect=true&styletype=&sizetype=&bgcolor=&rst=&style=white&href=https%3A%2F%2Fexample.com%2Fa.css%3Fx%3D1&lang=en"},
+		{"bad style", wechat.FrameOptions{Style: "red"}, ""},
+		{"http css", wechat.FrameOptions{Href: "http://example.com/a.css"}, ""},
+		{"script css", wechat.FrameOptions{Href: "javascript:alert(1)"}, ""},
+	} {
+		got, err := app.QRConnectFrameURL(cb, "xyz", tc.o)
+		if tc.want == "" {
+			if !errors.Is(err, wechat.ErrInvalidArgument) {
+				t.Errorf("%s: %q, %v; want ErrInvalidArgument", tc.name, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s:\n got %s, %v\nwant %s", tc.name, got, err, tc.want)
+		}
+	}
+	if _, err := app.QRConnectFrameURL(cb, "bad state", wechat.FrameOptions{}); !errors.Is(err, wechat.ErrInvalidArgument) {
+		t.Errorf("bad state: %v", err)
+	}
+	for ep, want := range map[wechat.Endpoint]string{
+		{}: "https://open.weixin.qq.com",
+		{Authorize: "http://127.0.0.1:8080/fake/"}: "http://127.0.0.1:8080",
+		{Authorize: "/wechat/sandbox"}:             "",
+	} {
+		if got := ep.PageOrigin(); got != want {
+			t.Errorf("PageOrigin(%+v) = %q, want %q", ep, got, want)
+		}
+	}
+}

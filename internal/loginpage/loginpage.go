@@ -128,10 +128,34 @@ type Login struct {
 	// WeChat).
 	Phone bool
 
+	// Embed shows website login's QR code in a frame on this page
+	// (OpenDisplay embedded) instead of in a popup; nil for the popup or a
+	// full-page visit.
+	Embed *Embed
+	// FullPage sends the website login button's click to OpenURL in this
+	// window, without trying a popup first.
+	FullPage bool
+
 	// SandboxScanURL and SandboxUsers add the sandbox's "Simulate scan"
 	// control; they come from the request's context (WithSandbox).
 	SandboxScanURL string
 	SandboxUsers   []string
+}
+
+// Embed is what the login page needs to show WeChat's website-login frame.
+type Embed struct {
+	// URL is where the script asks for a frame (POST {prefix}/oauth/embed).
+	URL string `json:"url"`
+	// Redeem is where the script trades the frame's result for the session
+	// (POST {prefix}/oauth/redeem).
+	Redeem string `json:"redeem"`
+	// FrameSrc lists what the frame may show, for the page's
+	// Content-Security-Policy frame-src: WeChat's origin (or the fake's) and
+	// this site's callback, which the frame is sent to after the scan.
+	FrameSrc []string `json:"-"`
+	// Auto shows the frame as soon as the page loads (a site with website
+	// login only); otherwise the website login button shows it.
+	Auto bool `json:"-"`
 }
 
 // Sandbox is the "Simulate scan" control of the Caddy module's sandbox: the
@@ -186,14 +210,18 @@ type Page struct {
 
 // ScriptConfig is the JSON the login page's script reads from #wl-data.
 type ScriptConfig struct {
-	Prefix string `json:"prefix"`
-	Next   string `json:"next"`
+	Prefix  string `json:"prefix"`
+	Next    string `json:"next"`
 	// Kinds are the login scenes the page can ask for, "qr" and "code",
 	// the first to start with.
 	Kinds   []string `json:"kinds,omitempty"`
 	Open    string   `json:"open,omitempty"`
 	Sandbox string   `json:"sandbox,omitempty"`
-	Text    Text     `json:"t"`
+	// Display is how website login is shown: "embedded", "popup" or
+	// "page".
+	Display string `json:"display,omitempty"`
+	Embed   *Embed `json:"embed,omitempty"`
+	Text    Text   `json:"t"`
 }
 
 // Login renders the login page.
@@ -230,7 +258,21 @@ func (p *Renderer) renderLogin(w http.ResponseWriter, r *http.Request, status in
 		step = t.CodeStepSearch
 	}
 	d.FollowStep = strings.ReplaceAll(step, "{account}", account)
-	return send(w, r, status, p.login, d, d.Nonce, loginSources(l.FollowQR))
+	sources := loginSources(l.FollowQR)
+	if l.OpenURL != "" && msg == 0 {
+		switch {
+		case l.Embed != nil:
+			d.Config.Display, d.Config.Embed = "embedded", l.Embed
+			// Nothing but WeChat's page and our own callback may be framed:
+			// a script injected into the page could not frame anything else.
+			sources += "; frame-src " + strings.Join(l.Embed.FrameSrc, " ")
+		case l.FullPage:
+			d.Config.Display = "page"
+		default:
+			d.Config.Display = "popup"
+		}
+	}
+	return send(w, r, status, p.login, d, d.Nonce, sources, false)
 }
 
 // Outcome is what a page that ends an OAuth flow says.
@@ -249,6 +291,13 @@ type Outcome struct {
 	// goes on to Next and an error stays on the page.
 	Popup  bool
 	Origin string
+	// Frame is set when the flow runs in the login page's frame (website
+	// login embedded in the page): the page may be framed by this site
+	// alone, and posts a PopupMessage to window.parent at Origin. A
+	// finished login carries State and Token, which the parent redeems
+	// for the session with its own cookies.
+	Frame        bool
+	State, Token string
 }
 
 // PopupMessage is what the page that ends a flow in a popup posts to its
@@ -258,6 +307,10 @@ type PopupMessage struct {
 	Status   string `json:"status"` // "confirmed" or "error"
 	Redirect string `json:"redirect,omitempty"`
 	Message  string `json:"message,omitempty"`
+	// State and Token come from a frame: the parent posts them to
+	// {prefix}/oauth/redeem.
+	State string `json:"state,omitempty"`
+	Token string `json:"token,omitempty"`
 }
 
 // outcomePage is what assets/oauth.html receives.
@@ -269,6 +322,8 @@ type outcomePage struct {
 	Nonce                 string
 	Popup                 *PopupMessage
 	Origin                string
+	// InFrame: Popup goes to window.parent rather than window.opener.
+	InFrame bool
 }
 
 // Outcome renders the page that ends an OAuth flow.
@@ -288,10 +343,21 @@ func (p *Renderer) Outcome(w http.ResponseWriter, r *http.Request, status int, o
 		d.ContinueURL = o.Next
 		popup = PopupMessage{Type: popup.Type, Status: "confirmed", Redirect: o.Next}
 	}
+	if o.Frame {
+		if o.Message == MsgSuccess {
+			// The frame cannot go on to next itself: the session cookie is
+			// set by the parent's request.
+			d.ContinueURL = ""
+			popup = PopupMessage{Type: popup.Type, Status: "frame", State: o.State, Token: o.Token}
+			d.Message = t.FrameDone
+		}
+		d.InFrame = true
+		o.Popup = true
+	}
 	if o.Popup {
 		d.Popup = &popup
 	}
-	return send(w, r, status, p.oauth, d, d.Nonce, oauthSources)
+	return send(w, r, status, p.oauth, d, d.Nonce, oauthSources, o.Frame)
 }
 
 // kinds lists the login scenes the page may ask for, the first first. A
@@ -332,20 +398,26 @@ func newNonce() string {
 
 // send executes t with data and writes the page with its security headers:
 // a policy that allows sources and the script and style carrying nonce.
-// When t fails, nothing is written and the error is returned.
-func send(w http.ResponseWriter, r *http.Request, status int, t *template.Template, data any, nonce, sources string) error {
+// Only a page that ends a flow inside the login page's frame (frameable)
+// may be framed, and then by this origin alone; every other page refuses
+// framing. When t fails, nothing is written and the error is returned.
+func send(w http.ResponseWriter, r *http.Request, status int, t *template.Template, data any, nonce, sources string, frameable bool) error {
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, data); err != nil {
 		return fmt.Errorf("loginpage: %w", err)
+	}
+	ancestors, xfo := "'none'", "DENY"
+	if frameable {
+		ancestors, xfo = "'self'", "SAMEORIGIN"
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; style-src 'nonce-"+nonce+"'; "+
-		sources+"; base-uri 'none'; frame-ancestors 'none'")
+		sources+"; base-uri 'none'; frame-ancestors "+ancestors)
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Frame-Options", xfo)
 	h.Set("Vary", "Accept-Language")
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {

@@ -1,6 +1,7 @@
 package loginpage
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -17,6 +18,15 @@ type Text struct {
 	AsUser    string `json:"-"`
 	Sandbox   string `json:"-"`
 	OpenLogin string `json:"-"`
+	// OpenEmbedded labels the button that shows website login's QR code on
+	// the page (OpenDisplay embedded).
+	OpenEmbedded string `json:"-"`
+	// FrameTitle names the frame holding WeChat's website-login page, for
+	// screen readers.
+	FrameTitle string `json:"frameTitle"`
+	// FrameDone is what the frame shows once it handed the login to the
+	// page.
+	FrameDone string `json:"-"`
 	Or        string `json:"-"`
 	// The help for a phone's browser outside WeChat.
 	PhoneIntro string `json:"-"`
@@ -136,6 +146,9 @@ var texts = map[string]Text{
 		AsUser:          "Scan as test user",
 		Sandbox:         "Sandbox: no real WeChat involved",
 		OpenLogin:       "Open the WeChat login window",
+		OpenEmbedded:    "Log in with a WeChat website login code",
+		FrameTitle:      "WeChat website login",
+		FrameDone:       "Scanned. Finishing the login…",
 		PhoneIntro:      "WeChat cannot scan a code on its own phone's screen. Instead:",
 		PhoneSave:       "Save the code to your photos: press and hold it, or use the button below.",
 		PhoneAlbum:      "In WeChat, tap + then Scan, tap the album icon and choose the saved code.",
@@ -208,6 +221,9 @@ var texts = map[string]Text{
 		AsUser:          "以测试用户身份扫码",
 		Sandbox:         "沙盒模式：不连接真实的微信",
 		OpenLogin:       "打开微信登录窗口",
+		OpenEmbedded:    "使用微信网站登录二维码",
+		FrameTitle:      "微信网站登录",
+		FrameDone:       "已扫码，正在完成登录…",
 		PhoneIntro:      "微信无法扫描本机屏幕上的二维码，可以这样登录：",
 		PhoneSave:       "把二维码保存到相册：长按二维码，或点下面的按钮。",
 		PhoneAlbum:      "在微信中点“+”→“扫一扫”，点相册图标，选择刚保存的二维码。",
@@ -330,3 +346,6 @@ const (
 	misconfiguredEn = "WeChat login is not set up correctly on this site. Please tell the site's owner."
 	misconfiguredZh = "本站的微信登录配置有误，请联系网站管理员。"
 )
+
+// Lang returns the language the pages use for r: "en" or "zh".
+func Lang(r *http.Request) string { return pickLang(r.Header.Get("Accept-Language")) }

@@ -95,6 +95,9 @@ type Config struct {
 	Scope    string
 	// Website is the Open Platform website app, for MethodOpen.
 	Website *wechat.OAuthApp
+	// Frame styles WeChat's page when website login is embedded in the
+	// login page (see Embed); its English field is set per request.
+	Frame wechat.FrameOptions
 
 	Store     store.Store
 	Cookies   *session.Cookies
@@ -174,7 +177,10 @@ type record struct {
 	Method string `json:"method"`
 	Next   string `json:"next"`
 	Popup  bool   `json:"popup,omitempty"`
-	Scope  string `json:"scope"`
+	// Frame marks website login embedded in the login page: the callback
+	// runs in a frame and hands the result to the page (see embed.go).
+	Frame bool   `json:"frame,omitempty"`
+	Scope string `json:"scope"`
 	// Restarted marks a flow begun again because the browser came back
 	// without its binding cookie; it is not restarted a second time.
 	Restarted bool  `json:"restarted,omitempty"`
@@ -557,6 +563,19 @@ func (f *Flows) unboundCallback(w http.ResponseWriter, r *http.Request, p callba
 	switch {
 	case !ok:
 		f.page(w, r, http.StatusBadRequest, loginpage.MsgExpired, f.cfg.Prefix+"/login", nil)
+	case rec.Frame:
+		// The frame is sent here from WeChat's site, so its request may
+		// well lack our cookies. It needs none: it only hands a token to
+		// the page that holds the binding (see embed.go).
+		if _, err := f.cfg.Store.Take(ctx, StateKey(p.State)); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				f.page(w, r, http.StatusBadRequest, loginpage.MsgExpired, "", &rec)
+				return
+			}
+			f.storeFailure(w, r, "take OAuth state", err, &rec)
+			return
+		}
+		f.finish(w, r, p, rec)
 	case !p.HasCode:
 		// Declining reveals nothing and logs nobody in; say so plainly even
 		// if the cookie went missing.
@@ -631,6 +650,10 @@ func (f *Flows) finish(w http.ResponseWriter, r *http.Request, p callbackParams,
 		f.cfg.Log.Info("login refused by allowlist", zap.String("method", rec.Method), zap.String("openid", session.LogID(id.OpenID)))
 		f.cfg.Metrics.LoginDenied(rec.Method)
 		f.page(w, r, http.StatusForbidden, loginpage.MsgForbidden, "", &rec)
+		return
+	}
+	if rec.Frame {
+		f.finishFrame(w, r, p.State, rec, id)
 		return
 	}
 	if err := f.cfg.Login(w, r, id); err != nil {
@@ -742,10 +765,15 @@ func (f *Flows) storeFailure(w http.ResponseWriter, r *http.Request, what string
 }
 
 // page renders the page for an OAuth flow that went wrong. When the flow
-// runs in a popup (rec.Popup), the page also reports the error to the
-// opener.
+// runs in a popup (rec.Popup) or the login page's frame (rec.Frame), the
+// page also reports the error to the opener or the parent.
 func (f *Flows) page(w http.ResponseWriter, r *http.Request, status int, msg loginpage.Message, retry string, rec *record) {
 	o := loginpage.Outcome{Message: msg, RetryURL: retry, Popup: rec != nil && rec.Popup, Origin: f.cfg.Origin(r)}
+	if rec != nil && rec.Frame {
+		// The login page offers the retry: a link in the frame would leave
+		// the embedded mode.
+		o.Frame, o.RetryURL = true, ""
+	}
 	f.pageDone(w, f.cfg.Page.Outcome(w, r, status, o))
 }
 

@@ -43,9 +43,10 @@
   // the one action the state offers (new code, try again).
   function show(next, text, cls, button) {
     var active = document.activeElement;
-    var hadFocus = !active || active === document.body || box.contains(active);
+    // A site with website login only has no QR area.
+    var hadFocus = box && (!active || active === document.body || box.contains(active));
     state = next;
-    box.dataset.state = next;
+    if (box) { box.dataset.state = next; }
     if (veilText) { veilText.textContent = next === "waiting" ? "" : text; }
     setStatus(text, cls);
     if (next === "waiting" || next === "scanned") { waitingText = text; }
@@ -58,7 +59,7 @@
       // Keyboard and screen-reader users land on the way out, unless they
       // are busy elsewhere on the page.
       if (hadFocus) { retry.focus(); }
-    } else if (hadFocus && active === retry) {
+    } else if (hadFocus && active === retry && box) {
       box.focus();
     }
   }
@@ -111,14 +112,14 @@
   // arrange shows what belongs to the kind of login on screen.
   function arrange() {
     box.dataset.kind = kind;
-    var code = kind === "code";
-    if (codeBox) { codeBox.hidden = !code; }
-    if (steps) { steps.hidden = !code; }
-    if (phoneBox) { phoneBox.hidden = code; }
-    if (scanHint) { scanHint.hidden = code; }
+    var isCode = kind === "code";
+    if (codeBox) { codeBox.hidden = !isCode; }
+    if (steps) { steps.hidden = !isCode; }
+    if (phoneBox) { phoneBox.hidden = isCode; }
+    if (scanHint) { scanHint.hidden = isCode; }
     if (switchBtn) {
       switchBtn.hidden = kinds.length < 2;
-      switchBtn.textContent = code ? T.useQR : T.useCode;
+      switchBtn.textContent = isCode ? T.useQR : T.useCode;
     }
   }
 
@@ -382,11 +383,116 @@
     if (!finished && mode !== "sse" && (state === "waiting" || state === "scanned")) { schedule(gen, 0); }
   });
 
-  // Website login in a popup. Its last page posts the outcome here; only a
-  // message from this origin, of our type, is believed.
-  var openBtn = $("wl-open");
+  // Website login. Shown embedded, WeChat's login page sits in a frame
+  // here; otherwise a popup (falling back to a full-page visit when it is
+  // blocked) or a full-page visit. The last page of either posts the
+  // outcome here; only a message from this origin, of our type, is
+  // believed, and a frame's only from the frame we made.
+  var openBtn = $("wl-open"), frameBox = $("wl-frame"), embedCfg = cfg.embed;
+  var frameGen = 0, frameEl = null, frameState = "", frameTimer = 0;
+
+  // frameFailed says what went wrong and offers a new frame.
+  function frameFailed(text) {
+    frameBox.dataset.state = "error";
+    setStatus(text || T.error, "err");
+    var again = document.createElement("button");
+    again.type = "button";
+    again.className = "secondary";
+    again.textContent = T.retry;
+    again.addEventListener("click", embed);
+    frameBox.replaceChildren(again);
+    frameEl = null;
+    again.focus();
+  }
+
+  // embed asks for a website login bound to this browser (the answer sets
+  // its cookie) and shows WeChat's page for it in a frame. After the scan
+  // WeChat sends the frame to our callback, which posts a one-time token
+  // back here; the token is redeemed with this page's cookies, which the
+  // frame, sent there from WeChat's site, may not have.
+  function embed() {
+    var my = ++frameGen;
+    clearTimeout(frameTimer);
+    frameEl = null;
+    frameState = "";
+    frameBox.hidden = false;
+    frameBox.dataset.state = "loading";
+    frameBox.replaceChildren();
+    var body = new URLSearchParams();
+    body.set("next", cfg.next);
+    fetch(embedCfg.url, { method: "POST", body: body, credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          if (!r.ok) { throw new Error(j.error || "HTTP " + r.status); }
+          return j;
+        });
+      })
+      .then(function (j) {
+        if (my !== frameGen || finished) { return; }
+        if (j.status === "confirmed") { finish(j.redirect, true); return; }
+        var f = document.createElement("iframe");
+        f.title = T.frameTitle;
+        f.width = "300";
+        f.height = "400";
+        // WeChat's page needs its scripts, its own origin and its form;
+        // it may not navigate this page (no allow-top-navigation).
+        f.setAttribute("sandbox", "allow-scripts allow-same-origin allow-forms");
+        // Desktop WeChat's quick login talks to the local client.
+        f.setAttribute("allow", "local-network-access");
+        f.src = j.frame_url;
+        frameState = j.state;
+        frameEl = f;
+        frameBox.replaceChildren(f);
+        frameBox.dataset.state = "waiting";
+        // The login behind the frame lasts expires_in; a new frame then.
+        frameTimer = setTimeout(function () { if (my === frameGen && !finished) { embed(); } }, j.expires_in * 1000);
+      })
+      .catch(function (e) {
+        if (my !== frameGen || finished) { return; }
+        frameFailed(T.error + " (" + e.message + ")");
+      });
+  }
+
+  // redeemFrame trades the frame's token for the session. Network failures
+  // are retried: the result waits on the server until redeemed or expired.
+  function redeemFrame(my, st, token, attempt) {
+    frameBox.dataset.state = "redeeming";
+    setStatus(T.success, "ok");
+    var body = new URLSearchParams();
+    body.set("state", st);
+    body.set("token", token);
+    fetch(embedCfg.redeem, { method: "POST", body: body, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          if (!r.ok) { var e = new Error(j.error || "HTTP " + r.status); e.status = r.status; throw e; }
+          return j;
+        });
+      })
+      .then(function (j) {
+        if (my !== frameGen) { return; }
+        finish(j.redirect, true);
+      }, function (e) {
+        if (my !== frameGen) { return; }
+        if (!e.status && attempt < 3) {
+          setTimeout(function () { redeemFrame(my, st, token, attempt + 1); }, 1000 * (attempt + 1));
+          return;
+        }
+        frameFailed(T.error + " (" + e.message + ")");
+      });
+  }
+
   if (openBtn && cfg.open) {
     openBtn.addEventListener("click", function () {
+      if (cfg.display === "embedded" && frameBox && embedCfg) {
+        openBtn.parentNode.hidden = true;
+        embed();
+        frameBox.focus();
+        return;
+      }
+      if (cfg.display === "page") {
+        window.location.assign(cfg.open);
+        return;
+      }
       var w = 800, h = 460;
       var left = Math.max(0, Math.round((window.screenX || 0) + ((window.outerWidth || w) - w) / 2));
       var top = Math.max(0, Math.round((window.screenY || 0) + ((window.outerHeight || h) - h) / 2));
@@ -403,13 +509,21 @@
     });
   }
   window.addEventListener("message", function (e) {
-    if (e.origin !== window.location.origin || !e.data || e.data.type !== "wechat_login") { return; }
-    if (e.data.status === "confirmed") {
+    if (e.origin !== window.location.origin || !e.data || e.data.type !== "wechat_login" || finished) { return; }
+    var fromFrame = frameEl !== null && e.source === frameEl.contentWindow;
+    if (e.data.status === "frame") {
+      if (fromFrame && typeof e.data.token === "string" && e.data.state === frameState) {
+        clearTimeout(frameTimer);
+        redeemFrame(frameGen, frameState, e.data.token, 0);
+      }
+    } else if (e.data.status === "confirmed" && !fromFrame) {
       finish(e.data.redirect, false);
     } else if (e.data.status === "error") {
-      setStatus(typeof e.data.message === "string" && e.data.message ? e.data.message : T.error, "err");
+      var text = typeof e.data.message === "string" && e.data.message ? e.data.message : T.error;
+      if (fromFrame) { frameFailed(text); } else { setStatus(text, "err"); }
     }
   });
+  if (frameBox && embedCfg && !frameBox.hidden) { embed(); }
 
   // The sandbox's stand-in for a phone: it scans the code on screen as the
   // chosen test user. A scan waiting for confirmation in chat is confirmed

@@ -35,7 +35,7 @@ func TestLoginThroughput(t *testing.T) {
 		addFakeApp(t, fake, callback.BaseURL)
 		var logins, failures atomic.Int64
 		var latMu sync.Mutex
-		var lat []time.Duration
+		var lat, scan []time.Duration
 		stop := time.Now().Add(*loadTest)
 		var wg sync.WaitGroup
 		for range workers {
@@ -44,10 +44,11 @@ func TestLoginThroughput(t *testing.T) {
 				defer wg.Done()
 				for time.Now().Before(stop) {
 					start := time.Now()
-					if loginOnce(t, create, fake) {
+					if ok, toBrowser := timedLogin(t, create, fake); ok {
 						logins.Add(1)
 						latMu.Lock()
 						lat = append(lat, time.Since(start))
+						scan = append(scan, toBrowser)
 						latMu.Unlock()
 					} else {
 						failures.Add(1)
@@ -57,8 +58,9 @@ func TestLoginThroughput(t *testing.T) {
 		}
 		wg.Wait()
 		p50, p99 := percentile(lat, 50), percentile(lat, 99)
-		t.Logf("%-40s %7.1f logins/s  (%d logins, %d failed, %d workers, login p50 %v p99 %v)",
-			name, float64(logins.Load())/loadTest.Seconds(), logins.Load(), failures.Load(), workers, p50, p99)
+		t.Logf("%-40s %7.1f logins/s  (%d logins, %d failed, %d workers, login p50 %v p99 %v, scan-to-browser p50 %v p99 %v)",
+			name, float64(logins.Load())/loadTest.Seconds(), logins.Load(), failures.Load(), workers, p50, p99,
+			percentile(scan, 50), percentile(scan, 99))
 	}
 
 	{
@@ -77,46 +79,108 @@ func TestLoginThroughput(t *testing.T) {
 		a := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), env...)
 		b := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), env...)
 		run("two instances, Redis, push on the other", a, b, fake)
+
+		// Round trips to Redis per login, counted by a relay in front of
+		// it (a separate run: the relay adds a hop to every trip), and the
+		// commands Redis ran.
+		relay := startTripCounter(t, redis.Addr())
+		renv := append(itEnv, "IT_REDIS_URL=redis://"+relay.addr())
+		ra := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), renv...)
+		rb := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), renv...)
+		addFakeApp(t, fake, rb.BaseURL)
+		for range workers { // warm-up: connections, script cache, subscriptions
+			loginOnce(t, ra, fake)
+		}
+		rc := persistRedisClient(t, redis)
+		ctx := context.Background()
+		before, err := commandCalls(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trips := relay.trips.Load()
+		const counted = 400
+		var done, ok atomic.Int64
+		deadline := time.Now().Add(2 * time.Minute)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for done.Add(1) <= counted && time.Now().Before(deadline) {
+					if loginOnce(t, ra, fake) {
+						ok.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		trips = relay.trips.Load() - trips
+		after, err := commandCalls(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok.Load() == 0 {
+			t.Fatal("no login completed through the relay")
+		}
+		t.Logf("ROUNDTRIPS logins=%d trips=%d per-login=%.2f", ok.Load(), trips, float64(trips)/float64(ok.Load()))
+		t.Logf("COMMANDS per login: %s", callsPerLogin(before, after, ok.Load()))
 	}
 }
 
 // loginOnce does one complete QR login in a fresh browser.
 func loginOnce(t *testing.T, c *caddyProc, fake *wechattest.Server) bool {
+	ok, _ := timedLogin(t, c, fake)
+	return ok
+}
+
+// timedLogin is loginOnce that also returns the time from WeChat's push
+// being acknowledged (the fake's Scan returns) to the waiting poll's
+// answer; zero when the browser was answered first, as it may be: the
+// push wakes it before its own answer is written.
+func timedLogin(t *testing.T, c *caddyProc, fake *wechattest.Server) (bool, time.Duration) {
 	b := newClient(t, c.BaseURL)
 	req, _ := http.NewRequest(http.MethodPost, c.BaseURL+"/wechat/qr", strings.NewReader("next=%2F"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", c.BaseURL)
 	resp, err := b.hc.Do(req)
 	if err != nil {
-		return false
+		return false, 0
 	}
 	var qr struct{ Scene, QRContent string }
 	body := readAll(resp)
 	if resp.StatusCode != http.StatusOK {
-		return false
+		return false, 0
 	}
 	qr.Scene = jsonField(body, "scene")
 	qr.QRContent = jsonField(body, "qr_content")
-	done := make(chan bool, 1)
+	type answer struct {
+		ok bool
+		at time.Time
+	}
+	done := make(chan answer, 1)
 	go func() {
 		resp, err := b.hc.Get(c.BaseURL + "/wechat/poll?scene=" + qr.Scene + "&wait=10")
 		if err != nil {
-			done <- false
+			done <- answer{}
 			return
 		}
-		done <- strings.Contains(readAll(resp), `"confirmed"`)
+		ok := strings.Contains(readAll(resp), `"confirmed"`)
+		done <- answer{ok, time.Now()}
 	}()
 	if _, err := fake.Scan(context.Background(), itAppID, qr.QRContent, "alice"); err != nil {
-		return false
+		return false, 0
 	}
-	ok := <-done
+	acked := time.Now()
+	a := <-done
+	ok, lat := a.ok, max(a.at.Sub(acked), 0)
 	if !ok {
 		// The poll may have been answered "pending" just before the scan
 		// landed: ask once more, as the page would.
 		resp, err := b.hc.Get(c.BaseURL + "/wechat/poll?scene=" + qr.Scene)
 		ok = err == nil && strings.Contains(readAll(resp), `"confirmed"`)
+		lat = max(time.Since(acked), 0)
 	}
-	return ok
+	return ok, lat
 }
 
 func readAll(resp *http.Response) string {

@@ -82,6 +82,23 @@ func (h *Handler) storeConfig(repl *caddy.Replacer) (storeConfig, error) {
 // keep revocations as long as sessions last, can be sized once.
 const maxSessionTTL = 30 * 24 * time.Hour
 
+// embeddedPendingLogins is how many pending logins the embedded store
+// keeps without evicting any: a million, in about 240 MB once they are all
+// there (BenchmarkMillionPendingScenes).
+const embeddedPendingLogins = 1_000_000
+
+// embeddedStoreConfig is the embedded store's configuration: room for
+// embeddedPendingLogins entries, made at once only for the class of the
+// scenes' time to live (sceneTTL, zero for the default of five minutes),
+// where they would otherwise be copied as the queues double; and
+// revocations' times to live up to the longest session.
+func embeddedStoreConfig(sceneTTL time.Duration) bigcachestore.Config {
+	if sceneTTL <= 0 {
+		sceneTTL = 5 * time.Minute
+	}
+	return bigcachestore.Config{MaxEntries: embeddedPendingLogins, ReserveTTL: sceneTTL, MaxTTL: maxSessionTTL + time.Hour}
+}
+
 func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*sharedState, error) {
 	st := &sharedState{}
 	if withSandbox {
@@ -103,7 +120,7 @@ func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*s
 		st.store = s // and its notifier: a store.Broadcaster
 		st.closers = []func() error{s.Close}
 	default:
-		s, err := bigcachestore.New(bigcachestore.Config{MaxTTL: maxSessionTTL + time.Hour})
+		s, err := bigcachestore.New(embeddedStoreConfig(cfg.SceneTTL))
 		if err != nil {
 			return nil, fmt.Errorf("create store: %w", err)
 		}

@@ -136,8 +136,7 @@ func (m *Middleware) finishScan(ctx context.Context, scene string, rec sceneReco
 	if rec.State == StateScanned {
 		m.awaitConfirmation(ctx, scene, rec)
 	}
-	m.notify(ctx, scene)
-	if err := m.pushStore().Create(ctx, marker, []byte(reply), dedupeTTL); err != nil && !errors.Is(err, store.ErrExists) {
+	if err := m.notifyThenMark(ctx, scene, marker, []byte(reply)); err != nil && !errors.Is(err, store.ErrExists) {
 		// A store failure is harmless: the scene record answers later
 		// copies while it exists. The deadline is answered 503 below.
 		m.log.Warn("cannot record push dedupe marker", zap.Error(err))

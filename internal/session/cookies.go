@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -83,13 +84,20 @@ func UnderDomain(host, domain string) bool {
 
 // Name is the name the cookie called base has on this request.
 func (c *Cookies) Name(r *http.Request, base string) string {
+	return c.pick(r, base, "__Host-"+base, "__Secure-"+base)
+}
+
+// pick returns, of a cookie's three possible names (plain, __Host- and
+// __Secure-), the one it has on this request: callers that read a cookie
+// on every request compute the names once.
+func (c *Cookies) pick(r *http.Request, plain, host, secure string) string {
 	switch {
 	case !c.https(r):
-		return base
+		return plain
 	case c.shared(r):
-		return "__Secure-" + base
+		return secure
 	}
-	return "__Host-" + base
+	return host
 }
 
 // Set seals payload, valid until expires, into the cookie called base,
@@ -122,17 +130,39 @@ func (c *Cookies) Clear(w http.ResponseWriter, r *http.Request, base string) {
 // another name). Over plain HTTP a shared cookie and a host-only one have
 // the same name, and a browser may send both; the first that opens counts.
 func (c *Cookies) Open(r *http.Request, base string) []byte {
-	name := c.Name(r, base)
-	now := c.now()
-	for _, ck := range r.CookiesNamed(name) {
-		if ck.Value == "" {
-			continue
-		}
-		if payload, err := c.codec.Open(name, ck.Value, now); err == nil {
-			return payload
+	payload, _ := c.appendOpen(nil, r, c.Name(r, base), c.now())
+	return payload
+}
+
+// appendOpen is Open for the cookie named name (as Name gives it) at the
+// time now, appending the payload to dst. It reports whether a cookie opened; if
+// none did, dst comes back unchanged. It reads the Cookie header lines
+// itself, as net/http does, instead of through Request.CookiesNamed, which
+// allocates a slice and a Cookie for every match.
+func (c *Cookies) appendOpen(dst []byte, r *http.Request, name string, now time.Time) ([]byte, bool) {
+	for _, line := range r.Header["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			k, v, _ := strings.Cut(textproto.TrimString(part), "=")
+			if textproto.TrimString(k) != name {
+				continue
+			}
+			// A value in double quotes counts without them, as net/http
+			// reads it; any byte a cookie value may not hold makes the
+			// base64 decoding of the seal fail.
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if v == "" {
+				continue
+			}
+			if out, err := c.codec.AppendOpen(dst, name, v, now); err == nil {
+				return out, true
+			}
 		}
 	}
-	return nil
+	return dst, false
 }
 
 // Present reports whether the request carries the cookie called base at

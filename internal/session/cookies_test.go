@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -98,6 +99,62 @@ func TestUnderDomain(t *testing.T) {
 	} {
 		if got := UnderDomain(tc.host, "example.com"); got != tc.want {
 			t.Errorf("UnderDomain(%q) = %v", tc.host, got)
+		}
+	}
+}
+
+// TestCookieHeaderReading: the session cookie is read from the Cookie
+// header lines as net/http reads them (Request.CookiesNamed): among other
+// cookies, in any line, in double quotes, after a same-named value that does
+// not open, never under a name that only begins like it or with a value
+// net/http would refuse; over HTTPS only under its __Host- name.
+func TestCookieHeaderReading(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := newManager(t, &now, ListRevocations(memList{}), "wxA")
+	for _, scheme := range []string{"http", "https"} {
+		r := httptest.NewRequest(http.MethodGet, scheme+"://site/", nil)
+		w := httptest.NewRecorder()
+		rec, err := m.Issue(w, r, Record{AppID: "wxA", OpenID: "o1", Nickname: "Ada", Method: "qr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := w.Result().Cookies()[0]
+		n, v := c.Name, c.Value
+		for _, tc := range []struct {
+			header []string
+			opens  bool
+		}{
+			{[]string{n + "=" + v}, true},
+			{[]string{"a=1; " + n + "=" + v + "; b=2"}, true},
+			{[]string{"a=1", "  " + n + "=" + v + " ;"}, true},
+			{[]string{n + "=" + v + "\r"}, true},
+			{[]string{n + `="` + v + `"`}, true},
+			{[]string{n + "=forged; " + n + "=" + v}, true},
+			{[]string{n + "=; " + n + "=" + v[1:] + "; " + n + "=" + v}, true},
+			{[]string{n + " = " + v}, false},
+			{[]string{n + "x=" + v}, false},
+			{[]string{"x" + n + "=" + v}, false},
+			{[]string{"__Secure-s=" + v}, false},
+			{[]string{"__Host-s=" + v}, scheme == "https"},
+			{[]string{n + "=" + v[:len(v)-1]}, false},
+			{[]string{n + "=" + v[:10] + " " + v[10:]}, false},
+			{[]string{n + `="` + v}, false},
+		} {
+			back := httptest.NewRequest(http.MethodGet, scheme+"://site/", nil)
+			back.Header["Cookie"] = tc.header
+			byNetHTTP := false
+			for _, ck := range back.CookiesNamed(m.cfg.Cookies.Name(back, "s")) {
+				if _, err := m.cfg.Cookies.codec.Open(ck.Name, ck.Value, now); err == nil {
+					byNetHTTP = true
+				}
+			}
+			if byNetHTTP != tc.opens {
+				t.Errorf("%s %q: net/http finds a session: %v, want %v", scheme, tc.header, byNetHTTP, tc.opens)
+			}
+			got, err := m.Get(back)
+			if tc.opens && (err != nil || got != rec) || !tc.opens && !errors.Is(err, ErrNone) {
+				t.Errorf("%s %q: Get = %+v, %v; want a session: %v", scheme, tc.header, got, err, tc.opens)
+			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -84,14 +85,19 @@ func Decode(b []byte) (Record, bool) {
 		times[2], times[1] = times[1], times[0]
 	}
 	s.LoginAt, s.IssuedAt, s.ExpiresAt = time.Unix(times[0], 0).UTC(), time.Unix(times[1], 0).UTC(), time.Unix(times[2], 0).UTC()
+	// The fields share one string, copied from b at once: one allocation
+	// instead of one a field. The length prefixes between them come along
+	// unused.
+	text, at := string(b), 0
 	for _, f := range []*string{&s.ID, &s.AppID, &s.OpenID, &s.UnionID, &s.Method, &s.Nickname, &s.AvatarURL} {
-		l, n := binary.Uvarint(b)
-		if n <= 0 || l > uint64(len(b)-n) {
+		l, n := binary.Uvarint(b[at:])
+		if n <= 0 || l > uint64(len(b)-at-n) {
 			return s, false
 		}
-		*f, b = string(b[n:n+int(l)]), b[n+int(l):]
+		at += n
+		*f, at = text[at:at+int(l)], at+int(l)
 	}
-	return s, len(b) == 0
+	return s, at == len(b)
 }
 
 // Revocations keeps the sessions ended before they expire. It must not
@@ -131,14 +137,26 @@ type Config struct {
 	// need not know that host's apps.
 	AnyApp      bool
 	Revocations Revocations
-	Now         func() time.Time
+	// Now is the clock, the same as Cookies'.
+	Now func() time.Time
 }
 
 // Manager issues, reads and ends sessions.
-type Manager struct{ cfg Config }
+type Manager struct {
+	cfg Config
+	// names are the cookie's names over plain HTTP, with __Host- and with
+	// __Secure-, made once rather than on every request.
+	names [3]string
+}
 
 // New returns a Manager for cfg, whose fields must all be set.
-func New(cfg Config) *Manager { return &Manager{cfg: cfg} }
+func New(cfg Config) *Manager {
+	return &Manager{cfg: cfg, names: [3]string{cfg.Cookie, "__Host-" + cfg.Cookie, "__Secure-" + cfg.Cookie}}
+}
+
+// openBuffers hold session cookies' payloads while they are decoded, which
+// copies out what it keeps.
+var openBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // NewID draws a session id.
 func NewID() string {
@@ -223,15 +241,25 @@ func (m *Manager) latestExpiry(rec Record) time.Time {
 // (or it was revoked) and another error when revocations cannot be
 // consulted: then the caller must fail closed.
 func (m *Manager) Get(r *http.Request) (Record, error) {
-	payload := m.cfg.Cookies.Open(r, m.cfg.Cookie)
-	if payload == nil {
+	// One reading of the clock serves the seal's expiry and the record's:
+	// the Cookies share the Manager's clock.
+	now := m.cfg.Now()
+	bp := openBuffers.Get().(*[]byte)
+	payload, opened := m.cfg.Cookies.appendOpen((*bp)[:0], r, m.cfg.Cookies.pick(r, m.names[0], m.names[1], m.names[2]), now)
+	var rec Record
+	ok := opened
+	if opened {
+		rec, ok = Decode(payload)
+	}
+	clear(payload) // the plaintext does not linger in the pool
+	*bp = payload[:0]
+	openBuffers.Put(bp)
+	if !opened {
 		return Record{}, ErrNone
 	}
-	rec, ok := Decode(payload)
 	if !ok || rec.ID == "" || rec.OpenID == "" || rec.AppID == "" || !m.cfg.AnyApp && !slices.Contains(m.cfg.AppIDs, rec.AppID) {
 		return Record{}, ErrNone
 	}
-	now := m.cfg.Now()
 	if !rec.ExpiresAt.After(now) || !rec.LoginAt.Add(m.maxAge()).After(now) {
 		return Record{}, ErrNone
 	}

@@ -127,6 +127,14 @@ type Config struct {
 	// for a store that must hold a million entries.
 	MaxEntries int
 
+	// ReserveTTL, when MaxEntries is set, limits what is made at once to
+	// the class holding entries of this time to live (pending logins, in
+	// the Caddy module): the other classes start small and grow up to the
+	// same limit when used, so that classes of a few entries (OAuth states,
+	// push dedupe markers) do not each take MaxEntries' worth of heap.
+	// Zero: every class is made for MaxEntries at once.
+	ReserveTTL time.Duration
+
 	// MaxTTL is the longest time to live callers use; Create with a
 	// longer one fails. Default DefaultMaxTTL. It costs nothing by itself:
 	// entries are freed by their own time to live (see the package
@@ -177,6 +185,9 @@ type Store struct {
 	now    func() time.Time
 	maxTTL time.Duration
 	size   sizing
+	// reserveClass is the only class made for MaxEntries at once; -1:
+	// every class is (Config.ReserveTTL).
+	reserveClass int
 
 	stripes [numStripes]sync.Mutex
 
@@ -230,7 +241,10 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{hash: hash, check: maphash.MakeSeed(), now: cfg.Now, maxTTL: cfg.MaxTTL, size: newSizing(cfg.MaxEntries, cfg.ValueSize, reserve)}
+	s := &Store{hash: hash, check: maphash.MakeSeed(), now: cfg.Now, maxTTL: cfg.MaxTTL, size: newSizing(cfg.MaxEntries, cfg.ValueSize, reserve), reserveClass: -1}
+	if reserve && cfg.ReserveTTL > 0 {
+		s.reserveClass, _ = s.classOf(cfg.ReserveTTL)
+	}
 	s.inUse.Store(new([]*bigcache.BigCache))
 	return s, nil
 }
@@ -261,7 +275,7 @@ func (s *Store) class(ttl time.Duration) (*bigcache.BigCache, error) {
 	if c := s.classes[i]; c != nil {
 		return c, nil
 	}
-	c, err := s.newClass(window)
+	c, err := s.newClass(window, s.reserveClass < 0 || s.reserveClass == i)
 	if err != nil {
 		return nil, err
 	}
@@ -272,9 +286,13 @@ func (s *Store) class(ttl time.Duration) (*bigcache.BigCache, error) {
 }
 
 // newClass creates the bigcache of a class whose longest time to live is
-// window.
-func (s *Store) newClass(window time.Duration) (*bigcache.BigCache, error) {
+// window; reserve makes its queues at once for as many entries as sizing
+// says, or else they start small.
+func (s *Store) newClass(window time.Duration, reserve bool) (*bigcache.BigCache, error) {
 	z := s.size
+	if !reserve {
+		z.initialPerShard = indexHint
+	}
 	bcfg := bigcache.Config{
 		Shards: z.shards,
 		// bigcache's own expiry counts whole seconds from an entry's last

@@ -462,3 +462,31 @@ func TestClosedStoreCreatesNothing(t *testing.T) {
 		t.Fatal("Create after Close succeeded")
 	}
 }
+
+// TestReserveTTL: with MaxEntries and ReserveTTL, only the class of that
+// time to live is made for MaxEntries at once; another class starts small.
+func TestReserveTTL(t *testing.T) {
+	const entries = 200_000
+	ctx := context.Background()
+	allocated := func(cfg Config, ttl time.Duration) int {
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.Create(ctx, "k", []byte("v"), ttl); err != nil {
+			t.Fatal(err)
+		}
+		return s.Stats().AllocatedBytes
+	}
+	cfg := Config{MaxEntries: entries, ReserveTTL: 5 * time.Minute, MaxTTL: time.Hour}
+	reserved := allocated(cfg, 5*time.Minute)
+	other := allocated(cfg, 30*time.Minute)
+	all := allocated(Config{MaxEntries: entries, MaxTTL: time.Hour}, 30*time.Minute)
+	if reserved < entries*DefaultValueSize/2 || all < entries*DefaultValueSize/2 {
+		t.Fatalf("reserved class: %d bytes, every class reserved: %d; want room for %d entries at once", reserved, all, entries)
+	}
+	if other*20 > reserved {
+		t.Fatalf("a class outside ReserveTTL's made %d bytes at once, the reserved one %d", other, reserved)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wechat-login/caddy-wechat-login/internal/redistest"
 	"github.com/wechat-login/caddy-wechat-login/middleware"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 )
 
 var _ middleware.Notifier = (*notifier)(nil)
@@ -380,5 +381,57 @@ func TestNotifierClosedEarly(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung")
+	}
+}
+
+// TestPublishThenCreate: the publish wakes subscribers on both instances
+// and the key is created, in one call; a second call still publishes and
+// finds the key there.
+func TestPublishThenCreate(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	a, b := New(newClient(t, srv), prefix), New(newClient(t, srv), prefix)
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	onA, cancelA := a.Subscribe("scene:1")
+	defer cancelA()
+	onB, cancelB := b.Subscribe("scene:1")
+	defer cancelB()
+	// b's subscription is confirmed by Redis once a publish of its own
+	// reaches it through Redis.
+	syncB, cancelSync := b.Subscribe("sync")
+	defer cancelSync()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := a.Publish(ctx, "sync"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-syncB:
+		case <-time.After(50 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("b never heard a's publish")
+			}
+			continue
+		}
+		break
+	}
+
+	pubErr, err := a.PublishThenCreate(ctx, "scene:1", "marker", []byte("reply"), time.Minute)
+	if pubErr != nil || err != nil {
+		t.Fatalf("PublishThenCreate = %v, %v", pubErr, err)
+	}
+	wantWake(t, onA, time.Second, "subscriber on the publishing instance")
+	wantWake(t, onB, time.Second, "subscriber on the other instance")
+	if v, err := b.Get(ctx, "marker"); err != nil || string(v) != "reply" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	pubErr, err = a.PublishThenCreate(ctx, "scene:1", "marker", []byte("other"), time.Minute)
+	if pubErr != nil || !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second PublishThenCreate = %v, %v; want nil, ErrExists", pubErr, err)
+	}
+	wantWake(t, onB, time.Second, "subscriber on the other instance, second publish")
+	if _, err := a.PublishThenCreate(ctx, "scene:1", "marker2", []byte("x"), 0); err == nil {
+		t.Fatal("a time to live of zero was accepted")
 	}
 }

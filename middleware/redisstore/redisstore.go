@@ -123,6 +123,8 @@ var (
 	_ store.Counter     = (*Store)(nil)
 	_ store.Broadcaster = (*Store)(nil)
 	_ store.Durable     = (*Store)(nil)
+
+	_ store.PublishCreator = (*Store)(nil)
 )
 
 // New returns a Store that keeps its keys in client under prefix
@@ -462,6 +464,54 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return backendError("delete", waitErr)
 	}
 	return nil
+}
+
+// PublishThenCreate implements store.PublishCreator: the PUBLISH of
+// Publish and the SET NX of Create (and WAIT, when the Store waits for
+// replicas) go to Redis in one pipeline, one round trip. On a Cluster,
+// where PUBLISH and the key may live on different nodes, they are two
+// calls.
+func (s *Store) PublishThenCreate(ctx context.Context, topic, key string, value []byte, ttl time.Duration) (publishErr, createErr error) {
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		return s.Publish(ctx, topic), s.Create(ctx, key, value, ttl)
+	}
+	if ttl < time.Millisecond {
+		return s.Publish(ctx, topic), fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl)
+	}
+	k, err := s.key(key)
+	if err == nil {
+		err = checkValue(value)
+	}
+	if err != nil {
+		return s.Publish(ctx, topic), err
+	}
+	n := s.notifications()
+	n.local.Wake(topic)
+	pipe := s.client.Pipeline()
+	pub := pipe.Publish(ctx, n.channel, topic)
+	set := pipe.SetNX(ctx, k, value, ttl)
+	var wait *redis.Cmd
+	if s.waitReplicas > 0 {
+		wait = pipe.Do(ctx, "wait", s.waitReplicas, s.waitTimeout.Milliseconds())
+	}
+	_, _ = pipe.Exec(ctx) // each command holds its own error
+	if err := pub.Err(); err != nil {
+		publishErr = fmt.Errorf("redisstore: publish notification: %w", err)
+	}
+	ok, err := set.Result()
+	switch {
+	case err != nil:
+		return publishErr, backendError("create", err)
+	case !ok:
+		return publishErr, store.ErrExists
+	case wait != nil:
+		if n, err := wait.Int64(); err != nil {
+			return publishErr, backendError("create", err)
+		} else if n < int64(s.waitReplicas) {
+			return publishErr, backendError("create", fmt.Errorf("%w (%d of %d within %s)", errNotReplicated, n, s.waitReplicas, s.waitTimeout))
+		}
+	}
+	return publishErr, nil
 }
 
 // Durable reports that revocations may be kept in Redis: the middleware then

@@ -93,3 +93,14 @@ type Broadcaster interface {
 	// Publish wakes the subscribers of topic on every instance.
 	Publish(ctx context.Context, topic string) error
 }
+
+// PublishCreator is implemented by Broadcasters that can send a Publish
+// and a Create together, in one round trip to a shared backend. The
+// middleware uses it, when the store is its notifier, for what ends a
+// login scan: waking the browser, then storing the push's dedupe marker.
+type PublishCreator interface {
+	// PublishThenCreate does Publish(ctx, topic) and then Create(ctx, key,
+	// value, ttl), and returns their errors as those methods would: the
+	// Create is made whether or not the Publish failed.
+	PublishThenCreate(ctx context.Context, topic, key string, value []byte, ttl time.Duration) (publishErr, createErr error)
+}

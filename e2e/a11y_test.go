@@ -139,13 +139,16 @@ func (tb *tab) assertAccessible(state string) {
 }
 
 // TestLoginPageAccessible: every state of the login page (the embedded
-// website QR among them), in both
+// website QR and code login among them), in both
 // languages, on a desktop and a phone, light and dark, has no violation axe
 // can find.
 func TestLoginPageAccessible(t *testing.T) {
 	t.Parallel()
 	confirm := startCaddy(t, strings.Replace(browserSite("Accessible"), "sandbox\n", "sandbox\n\t\tconfirm_in_chat\n", 1))
 	refusing := startCaddy(t, strings.Replace(browserSite("Accessible"), "sandbox\n", "sandbox\n\t\tallow_openids nobody\n", 1))
+	// Code login: an account WeChat refuses QR codes, and one offering both.
+	subscription := startCaddy(t, codeSite("Accessible", "sandbox subscription"))
+	both := startCaddy(t, codeSite("Accessible", "sandbox", "methods qr code", `account_name "Accessible Account"`))
 	for _, tc := range []struct {
 		name          string
 		width, height int
@@ -193,6 +196,21 @@ func TestLoginPageAccessible(t *testing.T) {
 			tb.do(chromedp.WaitVisible(chromedp.CSS(`#wl-frame[data-state="waiting"] iframe`)))
 			tb.assertAccessible("embedded QR")
 
+			// Code login: the page moved to a code by itself, WeChat
+			// refusing the account QR codes; then a site offering both,
+			// on its QR code and on the code chosen with the switch.
+			tb.do(chromedp.Navigate(subscription.BaseURL + "/members"))
+			tb.waitCode()
+			tb.do(chromedp.WaitVisible(chromedp.ID("wl-note")))
+			tb.assertAccessible("code login after the QR refusal")
+			tb.do(chromedp.Navigate(both.BaseURL + "/members"))
+			tb.waitState("waiting")
+			tb.do(chromedp.WaitVisible(chromedp.ID("wl-switch")))
+			tb.assertAccessible("QR code with the switch to a code")
+			tb.do(chromedp.Click(chromedp.ID("wl-switch")))
+			tb.waitCode()
+			tb.assertAccessible("code login chosen")
+
 			// A page of the OAuth flows: a callback that went wrong.
 			tb.do(chromedp.Navigate(confirm.BaseURL + "/wechat/oauth/callback?state=0123456789abcdef0123456789abcdef&code=x"))
 			tb.do(chromedp.WaitVisible(chromedp.CSS("main")))
@@ -201,13 +219,36 @@ func TestLoginPageAccessible(t *testing.T) {
 	}
 }
 
-// TestExpiredCodeAccessible: the expired state (qr_ttl is 30 s, the
-// shortest allowed: this test waits for it).
+// TestExpiredCodeAccessible: the expired state of a QR code and of a login
+// code, this one in a phone's browser (qr_ttl is 30 s, the shortest
+// allowed: this test waits for it).
 func TestExpiredCodeAccessible(t *testing.T) {
 	t.Parallel()
-	c := startBrowserCaddy(t)
-	tb := newTab(t, 1280, 800)
-	tb.do(chromedp.Navigate(c.BaseURL + "/"))
-	tb.waitState("expired")
-	tb.assertAccessible("expired")
+	t.Run("QR code", func(t *testing.T) {
+		t.Parallel()
+		c := startBrowserCaddy(t)
+		tb := newTab(t, 1280, 800)
+		tb.do(chromedp.Navigate(c.BaseURL + "/"))
+		tb.waitState("expired")
+		tb.assertAccessible("expired")
+	})
+	t.Run("login code on a phone", func(t *testing.T) {
+		t.Parallel()
+		c := startCaddy(t, strings.Replace(browserSite("Accessible"), "sandbox\n", "sandbox subscription\n", 1))
+		tb := newTab(t, 390, 844, chromedp.UserAgent(uaPhoneSafari))
+		tb.do(chromedp.Navigate(c.BaseURL + "/"))
+		tb.waitCode()
+		if tb.visible("wl-phone") {
+			t.Error("the help for scanning a QR code from a phone's own screen is shown next to a login code")
+		}
+		tb.assertAccessible("login code on a phone")
+		tb.waitState("expired")
+		if s := tb.text("#wl-status"); s != "This login code has expired." {
+			t.Errorf("status %q", s)
+		}
+		if b := tb.text("#wl-retry"); b != "Get a new code" {
+			t.Errorf("refresh button %q", b)
+		}
+		tb.assertAccessible("expired login code")
+	})
 }

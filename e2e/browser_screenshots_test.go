@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/wechat-login/caddy-wechat-login/internal/qrsvg"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
 
@@ -20,7 +21,8 @@ var screenshots = flag.Bool("screenshots", false, "write the login page screensh
 
 // TestBrowserScreenshots renders the login page as a visitor of a real site
 // sees it (no sandbox controls; website login on) at desktop and phone
-// widths, in English and Chinese, and writes docs/login-*.png. It runs with
+// widths, in English and Chinese, and the code login of a subscription
+// account's site, and writes docs/login-*.png. It runs with
 //
 //	cd e2e && go test -run TestBrowserScreenshots -screenshots
 func TestBrowserScreenshots(t *testing.T) {
@@ -55,6 +57,8 @@ func TestBrowserScreenshots(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	codeBase := codeLoginShotSite(t, fake)
+
 	_, file, _, _ := runtime.Caller(0)
 	docs := filepath.Join(filepath.Dir(filepath.Dir(file)), "docs")
 	if err := os.MkdirAll(docs, 0o755); err != nil {
@@ -66,14 +70,19 @@ func TestBrowserScreenshots(t *testing.T) {
 		lang          string
 		dark          bool
 		margin        float64
+		code          bool // the code-login site
 	}{
-		{"login-desktop-en.png", 960, 800, "en-US,en", false, 40},
-		{"login-desktop-zh.png", 960, 800, "zh-CN,zh", false, 40},
-		{"login-desktop-en-dark.png", 960, 800, "en-US,en", true, 40},
+		{"login-desktop-en.png", 960, 800, "en-US,en", false, 40, false},
+		{"login-desktop-zh.png", 960, 800, "zh-CN,zh", false, 40, false},
+		{"login-desktop-en-dark.png", 960, 800, "en-US,en", true, 40, false},
 		// A phone's browser outside WeChat, which cannot scan its own
 		// screen: the page says what works there.
-		{"login-phone-en.png", 390, 844, "en-US,en", false, 0},
-		{"login-phone-zh.png", 390, 844, "zh-CN,zh", false, 0},
+		{"login-phone-en.png", 390, 844, "en-US,en", false, 0, false},
+		{"login-phone-zh.png", 390, 844, "zh-CN,zh", false, 0, false},
+		// A subscription account, which WeChat allows no login QR codes:
+		// the code to send it in chat.
+		{"login-code-desktop-en.png", 960, 900, "en-US,en", false, 40, true},
+		{"login-code-phone-zh.png", 390, 844, "zh-CN,zh", false, 0, true},
 	} {
 		t.Run(shot.name, func(t *testing.T) {
 			opts := []chromedp.ExecAllocatorOption{chromedp.Flag("accept-lang", shot.lang)}
@@ -88,11 +97,18 @@ func TestBrowserScreenshots(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tb.do(chromedp.Navigate(c.BaseURL + "/guide/"))
-			tb.waitState("waiting")
-			// The QR image loaded, and the countdown is past its first tick.
-			tb.do(chromedp.Poll[chromedp.Void](`document.getElementById("wl-img").naturalWidth > 0 && document.getElementById("wl-countdown").textContent !== ""`),
-				chromedp.Sleep(600*time.Millisecond)) // the QR's fade-in
+			if shot.code {
+				tb.do(chromedp.Navigate(codeBase + "/guide/"))
+				tb.waitCode()
+				// The account's QR code loaded, and the countdown ticked.
+				tb.do(chromedp.Poll[chromedp.Void](`document.querySelector("#wl-steps img.follow").naturalWidth > 0 && document.getElementById("wl-countdown").textContent !== ""`))
+			} else {
+				tb.do(chromedp.Navigate(c.BaseURL + "/guide/"))
+				tb.waitState("waiting")
+				// The QR image loaded, and the countdown is past its first tick.
+				tb.do(chromedp.Poll[chromedp.Void](`document.getElementById("wl-img").naturalWidth > 0 && document.getElementById("wl-countdown").textContent !== ""`),
+					chromedp.Sleep(600*time.Millisecond)) // the QR's fade-in
+			}
 
 			png, err := chromedp.Run(tb.ctx, cardShot(shot.margin))
 			if err != nil {
@@ -105,6 +121,45 @@ func TestBrowserScreenshots(t *testing.T) {
 			tb.assertCleanConsole()
 		})
 	}
+}
+
+// codeLoginShotSite runs the site of a subscription account on fake, with
+// code login only (the way such an account is set up) and the account's
+// follow QR code served by the site, and returns its base URL.
+func codeLoginShotSite(t *testing.T, fake *wechattest.Server) string {
+	t.Helper()
+	const appID, ghID = "wx00000000000000dd", "gh_00000000dddd"
+	follow, err := qrsvg.SVG("http://weixin.qq.com/r/" + ghID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCaddy(t, `	wechat_login {
+		app_id `+appID+`
+		app_secret {env.IT_WECHAT_SECRET}
+		token `+itToken+`
+		encoding_aes_key {env.IT_WECHAT_AES_KEY}
+		session_key {env.IT_SESSION_KEY}
+		methods code
+		site_name "Example Docs"
+		account_name "Example Docs"
+		follow_qr /follow.svg
+		public_paths /follow.svg
+		api_base `+fake.URL+`
+		oauth_base `+fake.URL+`
+		mp_base `+fake.URL+`
+	}
+	@follow path /follow.svg
+	header @follow Content-Type image/svg+xml
+	respond @follow `+"`"+string(follow)+"`"+` 200
+	respond "members only"`, itEnv...)
+	if err := fake.AddApp(wechattest.App{
+		AppID: appID, AppSecret: itSecret, Token: itToken, EncodingAESKey: itAESKey,
+		OriginalID: ghID, CallbackURL: c.BaseURL + "/wechat/callback", Mode: wechattest.Safe,
+		Account: wechattest.SubscriptionAccount,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c.BaseURL
 }
 
 // cardShot captures the login card with margin pixels of page around it,

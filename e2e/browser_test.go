@@ -57,10 +57,11 @@ type tab struct {
 	t   *testing.T
 	ctx context.Context
 
-	mu       sync.Mutex
-	console  []chromedp.ConsoleMessage
-	qrPosts  int      // POST {prefix}/qr requests: each one may be a new login code
-	requests []string // the network log, for failure messages
+	mu        sync.Mutex
+	console   []chromedp.ConsoleMessage
+	qrPosts   int      // POST {prefix}/qr requests: each one may be a new login code
+	codePosts int      // POST {prefix}/code requests: the same for code login
+	requests  []string // the network log, for failure messages
 }
 
 // cspReporter makes every Content-Security-Policy violation a console error,
@@ -115,8 +116,13 @@ func (tb *tab) watch(ctx context.Context) {
 		switch ev := ev.(type) {
 		case *network.EventRequestWillBeSent:
 			tb.requests = append(tb.requests, fmt.Sprintf("%6dms %s %s %s", time.Since(start).Milliseconds(), ev.RequestID, ev.Request.Method, ev.Request.URL))
-			if ev.Request.Method == "POST" && strings.HasSuffix(strings.SplitN(ev.Request.URL, "?", 2)[0], "/wechat/qr") {
-				tb.qrPosts++
+			if ev.Request.Method == "POST" {
+				switch path := strings.SplitN(ev.Request.URL, "?", 2)[0]; {
+				case strings.HasSuffix(path, "/wechat/qr"):
+					tb.qrPosts++
+				case strings.HasSuffix(path, "/wechat/code"):
+					tb.codePosts++
+				}
 			}
 		case *network.EventLoadingFailed:
 			tb.requests = append(tb.requests, fmt.Sprintf("%6dms %s failed: %s", time.Since(start).Milliseconds(), ev.RequestID, ev.ErrorText))
@@ -206,6 +212,13 @@ func (tb *tab) qrRequests() int {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	return tb.qrPosts
+}
+
+// codeRequests counts the tab's requests for a code-login code.
+func (tb *tab) codeRequests() int {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return tb.codePosts
 }
 
 // waitState waits for the login page's QR area to reach a state.

@@ -3,7 +3,6 @@ package middleware
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -91,27 +90,40 @@ func TestUnionIDModeQR(t *testing.T) {
 // by app before it is added.
 func newEnvApp(t *testing.T, cfg func(*Config), app func(*wechattest.App)) *testEnv {
 	t.Helper()
-	fake := wechattest.NewServer(wechattest.Config{})
-	t.Cleanup(fake.Close)
-	c := Config{
-		AppID: testAppID, AppSecret: testSecret, PushToken: testToken, EncodingAESKey: testAESKey,
-		SessionKeys: [][]byte{testSessionKey}, Endpoint: fake.Endpoint(), SiteName: "Example",
+	return newEnvWithApp(t, wechattest.Safe, app, cfg)
+}
+
+// TestUnionIDModeCode: a code login in unionid mode looks the unionid up
+// like a QR login; an account WeChat gives none for (unbound, or not
+// allowed cgi-bin/user/info: an unverified subscription account) has its
+// logins denied with the reason, never completed with the openid.
+func TestUnionIDModeCode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		app  func(*wechattest.App)
+		ok   bool
+	}{
+		{"verified subscription account, bound", func(a *wechattest.App) { a.Account = wechattest.VerifiedSubscriptionAccount }, true},
+		{"verified subscription account, unbound", func(a *wechattest.App) { a.Account, a.Unbound = wechattest.VerifiedSubscriptionAccount, true }, false},
+		{"subscription account", subscriptionAccount, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnvWithApp(t, wechattest.Safe, tc.app, withMethods(MethodCode), func(c *Config) { c.UserID = "unionid" })
+			b := env.browser()
+			scene, code := b.newCode()
+			if reply := env.send("bob", code); !strings.Contains(reply, "logged in") {
+				t.Fatalf("code: %q", reply)
+			}
+			got := b.poll(scene, 0).json(t)
+			if tc.ok {
+				if got["status"] != StateConfirmed || b.whoami()["unionid"] != env.fake.UnionID("bob") {
+					t.Fatalf("poll %v, identity %v", got, b.whoami())
+				}
+				return
+			}
+			if got["status"] != StateDenied || got["reason"] != ReasonNoUnionID || b.cookie(sessionCookie) != nil {
+				t.Fatalf("poll %v, session cookie %v", got, b.cookie(sessionCookie))
+			}
+		})
 	}
-	cfg(&c)
-	mw, err := New(c)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { _ = mw.Close() })
-	srv := httptest.NewServer(mw.Handler(http.HandlerFunc(echoIdentity)))
-	t.Cleanup(srv.Close)
-	a := wechattest.App{
-		AppID: testAppID, AppSecret: testSecret, Token: testToken, EncodingAESKey: testAESKey,
-		OriginalID: testGhID, CallbackURL: srv.URL + "/wechat/callback", Mode: wechattest.Safe,
-	}
-	app(&a)
-	if err := fake.AddApp(a); err != nil {
-		t.Fatal(err)
-	}
-	return &testEnv{t: t, fake: fake, mw: mw, srv: srv, cfg: mw.cfg}
 }

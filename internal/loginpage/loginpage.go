@@ -210,8 +210,8 @@ type Page struct {
 
 // ScriptConfig is the JSON the login page's script reads from #wl-data.
 type ScriptConfig struct {
-	Prefix  string `json:"prefix"`
-	Next    string `json:"next"`
+	Prefix string `json:"prefix"`
+	Next   string `json:"next"`
 	// Kinds are the login scenes the page can ask for, "qr" and "code",
 	// the first to start with.
 	Kinds   []string `json:"kinds,omitempty"`

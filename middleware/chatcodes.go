@@ -136,20 +136,30 @@ type notMeRecord struct {
 // nothing longer): a browser normally redeems its login within seconds.
 // Recording the same code again is not an error.
 func (m *Middleware) armNotMe(ctx context.Context, openID, scene string, codes loginCodes, sceneExp time.Time) error {
+	w, err := m.notMeCreate(openID, scene, codes, sceneExp)
+	if err != nil {
+		return err
+	}
+	err = m.pushStore().Create(ctx, w.key, w.value, w.ttl)
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("record not-me code: %w", err)
+	}
+	return nil
+}
+
+// notMeCreate is the store write that arms a login's "not me" code (see
+// armNotMe).
+func (m *Middleware) notMeCreate(openID, scene string, codes loginCodes, sceneExp time.Time) (*sceneCreate, error) {
 	exp := sceneExp.Add(m.cfg.SessionTTL)
 	raw, err := json.Marshal(notMeRecord{Scene: scene, SID: codes.SID, Exp: exp.Unix()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ttl := min(exp.Sub(m.cfg.Now()), m.cfg.SessionTTL+time.Minute)
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	err = m.pushStore().Create(ctx, notMeKey(openID, codes.NotMe), raw, ttl)
-	if err != nil && !errors.Is(err, store.ErrExists) {
-		return fmt.Errorf("record not-me code: %w", err)
-	}
-	return nil
+	return &sceneCreate{key: notMeKey(openID, codes.NotMe), value: raw, ttl: ttl}, nil
 }
 
 // offerNotMe arms the login's "not me" code and returns it, or returns ""

@@ -2,6 +2,8 @@ package middleware
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -26,4 +28,83 @@ func (m *Middleware) notifyThenMark(ctx context.Context, scene, marker string, r
 		m.log.Warn("cannot notify waiting browser", zap.Error(pubErr))
 	}
 	return err
+}
+
+// storedValue is the result of a store read made ahead of its use.
+type storedValue struct {
+	value []byte
+	err   error
+}
+
+// markerAndScene reads a push's dedupe marker and, when the store can read
+// both in one round trip (store.MultiGetter: Redis), the scene's record
+// too, for updateSceneWith; otherwise scene is nil and the scene is read
+// when it is needed, as before.
+func (m *Middleware) markerAndScene(ctx context.Context, marker, scene string) (mark storedValue, sc *storedValue) {
+	mg, ok := m.store.(store.MultiGetter)
+	if !ok {
+		v, err := m.pushStore().Get(ctx, marker)
+		return storedValue{v, err}, nil
+	}
+	// Held to the push's deadline as pushStore's calls are.
+	got, err := untilDone(ctx, func() ([]storedValue, error) {
+		vals, errs := mg.GetMany(ctx, marker, sceneKey(scene))
+		return []storedValue{{vals[0], errs[0]}, {vals[1], errs[1]}}, nil
+	})
+	if err != nil {
+		return storedValue{nil, err}, nil
+	}
+	return got[0], &got[1]
+}
+
+// sceneCreate is a Create that updateSceneWith sends with its first write
+// of the scene, in one round trip when the store can (store.CreateUpdater:
+// Redis): the login's "not me" code, armed as the scan lands.
+type sceneCreate struct {
+	key   string
+	value []byte
+	ttl   time.Duration
+	// failed is called when the Create failed, and with it the write it
+	// went with; the scene is then read and changed again without it.
+	failed func(error)
+	// made reports that the Create was sent (its key may now exist).
+	made bool
+}
+
+// notMeWrite returns the write arming a login's "not me" code, for
+// updateSceneWith to send with the scan's transition, or nil when the
+// store cannot send them together (or the write cannot be made): the code
+// is then armed first, by offerNotMe, as before.
+func (m *Middleware) notMeWrite(openID, scene string, codes loginCodes, sceneExp time.Time) *sceneCreate {
+	if _, ok := m.store.(store.CreateUpdater); !ok {
+		return nil
+	}
+	w, err := m.notMeCreate(openID, scene, codes, sceneExp)
+	if err != nil {
+		return nil
+	}
+	return w
+}
+
+// createThenUpdate sends a's Create and then the scene's Update in one
+// round trip (store.CreateUpdater), held to the push's deadline as
+// pushStore's calls are. When ctx ends first, both errors are ctx.Err():
+// outcome unknown.
+func (m *Middleware) createThenUpdate(ctx context.Context, a *sceneCreate, key string, old, value []byte) (createErr, updateErr error) {
+	cu, ok := m.store.(store.CreateUpdater)
+	if !ok {
+		return errors.New("store cannot create and update together"), store.ErrNotAttempted
+	}
+	errs, err := untilDone(ctx, func() ([2]error, error) {
+		c, u := cu.CreateThenUpdate(ctx, a.key, a.value, a.ttl, key, old, value)
+		return [2]error{c, u}, nil
+	})
+	if err != nil {
+		return err, err
+	}
+	createErr, updateErr = errs[0], errs[1]
+	if createErr != nil && !errors.Is(createErr, store.ErrExists) && !errors.Is(updateErr, store.ErrNotAttempted) {
+		m.log.Warn("not-me code recorded with the scan, but not confirmed", zap.Error(createErr))
+	}
+	return createErr, updateErr
 }

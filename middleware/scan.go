@@ -34,7 +34,8 @@ import (
 // A code login's chat message moves its scene the same way; marker names
 // the push (dedupeKey for scans, chatReplyKey for messages).
 func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event, marker string) pushResult {
-	if v, err := m.pushStore().Get(ctx, marker); err == nil {
+	mark, pre := m.markerAndScene(ctx, marker, scene)
+	if v, err := mark.value, mark.err; err == nil {
 		m.metrics.DuplicatePush()
 		if len(v) > 1 {
 			return pushResult{reply: string(v)} // the answer the first copy got
@@ -48,12 +49,20 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 	// once, its "not me" code must work before the reply offers it; if the
 	// scan turns out not to change the scene, the unused code is removed.
 	codes := m.newLoginCodes()
+	var arm *sceneCreate // the "not me" code, armed with the transition
 	if !m.cfg.ConfirmInChat {
-		codes.NotMe = m.offerNotMe(ctx, ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL))
+		if arm = m.notMeWrite(ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL)); arm != nil {
+			arm.failed = func(err error) {
+				m.log.Warn("cannot record the login's not-me code; the chat reply will not offer one", zap.Error(err))
+				codes.NotMe = ""
+			}
+		} else {
+			codes.NotMe = m.offerNotMe(ctx, ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL))
+		}
 	}
 	var refused string // why the scene was left as it is
 	unionID, fetched := "", false
-	rec, changed, err := m.updateScene(ctx, scene, func(rec *sceneRecord) bool {
+	rec, changed, err := m.updateSceneWith(ctx, scene, pre, arm, func(rec *sceneRecord) bool {
 		switch {
 		case ev.Ticket != "" && rec.Ticket != "" && ev.Ticket != rec.Ticket:
 			refused = "mismatch"
@@ -81,7 +90,9 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 	// The unused code is removed only when the scene is known not to carry
 	// it: after a failed update (the deadline, a store error) the transition
 	// may still have landed, with this code in it.
-	if !changed && (err == nil || errors.Is(err, store.ErrNotFound)) && !m.cfg.ConfirmInChat && codes.NotMe != "" {
+	// An arm sent with the transition was made only if the transition was
+	// tried.
+	if !changed && (err == nil || errors.Is(err, store.ErrNotFound)) && !m.cfg.ConfirmInChat && codes.NotMe != "" && (arm == nil || arm.made) {
 		m.disarmNotMe(ctx, ev.FromUserName, codes.NotMe)
 	}
 	switch {
@@ -156,8 +167,23 @@ func (m *Middleware) finishScan(ctx context.Context, scene string, rec sceneReco
 // nothing, but an update in flight at that moment may still land (see
 // deadlineStore): its error then does not say the scene is unchanged.
 func (m *Middleware) updateScene(ctx context.Context, scene string, change func(*sceneRecord) bool) (sceneRecord, bool, error) {
+	return m.updateSceneWith(ctx, scene, nil, nil, change)
+}
+
+// updateSceneWith is updateScene that takes its first reading of the
+// scene from pre, when not nil, and sends arm, when not nil, together with
+// its first write (see sceneCreate).
+func (m *Middleware) updateSceneWith(ctx context.Context, scene string, pre *storedValue, arm *sceneCreate, change func(*sceneRecord) bool) (sceneRecord, bool, error) {
 	for range 5 {
-		rec, raw, err := m.loadSceneFrom(ctx, m.pushStore(), scene)
+		var rec sceneRecord
+		var raw []byte
+		var err error
+		if pre != nil {
+			rec, raw, err = m.sceneFromStored(pre.value, pre.err)
+			pre = nil
+		} else {
+			rec, raw, err = m.loadSceneFrom(ctx, m.pushStore(), scene)
+		}
 		if err != nil {
 			return sceneRecord{}, false, err
 		}
@@ -168,7 +194,19 @@ func (m *Middleware) updateScene(ctx context.Context, scene string, change func(
 		if err != nil {
 			return sceneRecord{}, false, err
 		}
-		err = m.pushStore().Update(ctx, sceneKey(scene), raw, updated)
+		if arm != nil {
+			a := arm
+			arm = nil
+			var createErr error
+			createErr, err = m.createThenUpdate(ctx, a, sceneKey(scene), raw, updated)
+			if errors.Is(err, store.ErrNotAttempted) {
+				a.failed(createErr)
+				continue // read and change again, without it
+			}
+			a.made = true
+		} else {
+			err = m.pushStore().Update(ctx, sceneKey(scene), raw, updated)
+		}
 		if errors.Is(err, store.ErrChanged) {
 			continue
 		}

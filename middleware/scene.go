@@ -428,7 +428,11 @@ func (m *Middleware) loadScene(ctx context.Context, id string) (sceneRecord, []b
 
 // loadSceneFrom is loadScene through st (a push reads through pushStore).
 func (m *Middleware) loadSceneFrom(ctx context.Context, st store.Store, id string) (sceneRecord, []byte, error) {
-	raw, err := st.Get(ctx, sceneKey(id))
+	return m.sceneFromStored(st.Get(ctx, sceneKey(id)))
+}
+
+// sceneFromStored is loadSceneFrom for a record already read.
+func (m *Middleware) sceneFromStored(raw []byte, err error) (sceneRecord, []byte, error) {
 	if err != nil {
 		return sceneRecord{}, nil, err
 	}
@@ -457,6 +461,39 @@ func (m *Middleware) sceneState(ctx context.Context, id string) (string, int64, 
 		return "", 0, store.ErrNotFound
 	}
 	return state, exp, nil
+}
+
+// confirmedPrefix begins every compact record of a confirmed scene.
+var confirmedPrefix = []byte{sceneFormat, 3}
+
+// pollState is sceneState for a poll, which redeems a confirmed scene:
+// with a store that can (store.PrefixTaker: Redis), a confirmed scene is
+// taken out of the store by the same round trip that reads it, and
+// returned as taken (the caller redeems it); otherwise taken is nil, and a
+// confirmed scene is left for redeem to take, as before.
+func (m *Middleware) pollState(ctx context.Context, id string) (state string, taken []byte, err error) {
+	pt, ok := m.store.(store.PrefixTaker)
+	if !ok {
+		state, _, err = m.sceneState(ctx, id)
+		return state, nil, err
+	}
+	raw, took, err := pt.TakeIfPrefix(ctx, sceneKey(id), confirmedPrefix)
+	if err != nil {
+		return "", nil, err
+	}
+	state, exp, err := peekScene(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	if exp <= m.cfg.Now().Unix() {
+		// Expired, as sceneState would say; if it was taken, it is
+		// gone a little before its time to live would have removed it.
+		return "", nil, store.ErrNotFound
+	}
+	if took {
+		return state, raw, nil
+	}
+	return state, nil, nil
 }
 
 // qrResponse is the JSON answer of POST {prefix}/qr.
@@ -793,13 +830,17 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 	}
 	first := ""
 	for {
-		state, _, err := m.sceneState(ctx, id)
+		state, taken, err := m.pollState(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			writeStatus(w, StateExpired)
 			return
 		case err != nil:
 			m.storeFailure(w, "load scene", err)
+			return
+		}
+		if taken != nil {
+			m.redeemRecord(w, r, taken)
 			return
 		}
 		if state == StateConfirmed {
@@ -858,6 +899,12 @@ func (m *Middleware) redeem(w http.ResponseWriter, r *http.Request, id string) {
 		m.storeFailure(w, "redeem scene", err)
 		return
 	}
+	m.redeemRecord(w, r, raw)
+}
+
+// redeemRecord turns a scene record just taken out of the store into a
+// session for this browser.
+func (m *Middleware) redeemRecord(w http.ResponseWriter, r *http.Request, raw []byte) {
 	rec, err := decodeScene(raw)
 	if err != nil || rec.State != StateConfirmed || rec.OpenID == "" {
 		status := StateExpired

@@ -104,3 +104,42 @@ type PublishCreator interface {
 	// Create is made whether or not the Publish failed.
 	PublishThenCreate(ctx context.Context, topic, key string, value []byte, ttl time.Duration) (publishErr, createErr error)
 }
+
+// MultiGetter is implemented by stores that can read several keys in one
+// round trip to a shared backend (Redis: a pipeline of GETs). The middleware
+// uses it, when the store has it, to read a push's dedupe marker and its
+// scene together.
+type MultiGetter interface {
+	// GetMany does Get(ctx, key) for each key, and returns each value and
+	// error at the key's index, as Get would have.
+	GetMany(ctx context.Context, keys ...string) ([][]byte, []error)
+}
+
+// CreateUpdater is implemented by stores that can make a Create and then
+// an Update in one round trip to a shared backend. The middleware uses it,
+// when the store has it, for a login scan: arming the login's "not me"
+// code, then moving its scene.
+type CreateUpdater interface {
+	// CreateThenUpdate does Create(ctx, createKey, createValue, ttl) and
+	// then, only if that succeeded or returned ErrExists, Update(ctx, key,
+	// old, value), as one atomic step where the backend allows. It returns
+	// their errors as those methods would; when the Create failed
+	// otherwise, no Update was made and updateErr is ErrNotAttempted.
+	CreateThenUpdate(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte) (createErr, updateErr error)
+}
+
+// ErrNotAttempted is CreateThenUpdate's updateErr when the Create failed
+// and the Update was therefore not made.
+var ErrNotAttempted = errors.New("store: not attempted")
+
+// PrefixTaker is implemented by stores that can read a key and, if its
+// value begins with a given prefix, delete it, atomically and in one round
+// trip (Redis: a script). The middleware uses it, when the store has it,
+// for a poll: read the scene, and redeem it at once if it is confirmed.
+type PrefixTaker interface {
+	// TakeIfPrefix returns the value stored under key, or ErrNotFound. If
+	// the value begins with prefix, it is deleted as Take would delete it
+	// (of concurrent callers exactly one gets it with taken true) and taken
+	// is true; otherwise the key is left as it is.
+	TakeIfPrefix(ctx context.Context, key string, prefix []byte) (value []byte, taken bool, err error)
+}

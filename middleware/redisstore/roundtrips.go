@@ -1,0 +1,194 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+)
+
+// Calls that do in one round trip what would otherwise take two, for the
+// middleware's busiest paths (store.MultiGetter, store.CreateUpdater,
+// store.PrefixTaker).
+
+var (
+	_ store.MultiGetter   = (*Store)(nil)
+	_ store.CreateUpdater = (*Store)(nil)
+	_ store.PrefixTaker   = (*Store)(nil)
+)
+
+// GetMany implements store.MultiGetter with a pipeline of GETs: one round
+// trip to one server (on a Cluster, one per node the keys live on).
+func (s *Store) GetMany(ctx context.Context, keys ...string) ([][]byte, []error) {
+	vals := make([][]byte, len(keys))
+	errs := make([]error, len(keys))
+	cmds := make([]*redis.StringCmd, len(keys))
+	pipe := s.client.Pipeline()
+	for i, key := range keys {
+		k, err := s.key(key)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		cmds[i] = pipe.Get(ctx, k)
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command holds its own error
+	}
+	for i, cmd := range cmds {
+		if cmd != nil {
+			v, err := cmd.Result()
+			vals[i], errs[i] = value(v, err, "get")
+		}
+	}
+	return vals, errs
+}
+
+// createThenSwap is Create (SET NX PX) on KEYS[1] and then, if that did
+// not fail, compareAndSwap on KEYS[2], in one script. It returns {created
+// (1 or 0), the compareAndSwap result}.
+var createThenSwap = redis.NewScript(`
+local created = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	created = 1
+end
+local cur = redis.call('GET', KEYS[2])
+if not cur then
+	return {created, 0}
+end
+if cur ~= ARGV[3] then
+	return {created, 1}
+end
+redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
+return {created, 2}
+`)
+
+// CreateThenUpdate implements store.CreateUpdater: one script, so one
+// round trip, atomic on the server. On a Cluster, where the two keys may
+// live on different nodes, it is Create and then Update.
+func (s *Store) CreateThenUpdate(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte) (createErr, updateErr error) {
+	sequential := func() (error, error) {
+		createErr := s.Create(ctx, createKey, createValue, ttl)
+		if createErr != nil && !errors.Is(createErr, store.ErrExists) {
+			return createErr, store.ErrNotAttempted
+		}
+		return createErr, s.Update(ctx, key, old, value)
+	}
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		return sequential()
+	}
+	if ttl < time.Millisecond {
+		return fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl), store.ErrNotAttempted
+	}
+	ck, err := s.key(createKey)
+	if err == nil {
+		err = checkValue(createValue)
+	}
+	if err != nil {
+		return err, store.ErrNotAttempted
+	}
+	k, err := s.key(key)
+	if err == nil {
+		err = checkValue(value)
+	}
+	if err != nil {
+		// As Update would fail: the Create alone, as it would be made.
+		return s.Create(ctx, createKey, createValue, ttl), err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, createThenSwap, []string{ck, k}, createValue, ttl.Milliseconds(), old, value)
+		return cmd
+	})
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected script result %v", res)
+	}
+	if err != nil {
+		return backendError("create", err), store.ErrNotAttempted
+	}
+	if res[0] == 1 {
+		if waitErr != nil {
+			createErr = backendError("create", waitErr)
+		}
+	} else {
+		createErr = store.ErrExists
+	}
+	switch res[1] {
+	case casSwapped:
+		if waitErr != nil {
+			updateErr = backendError("update", waitErr)
+		}
+	case casChanged:
+		updateErr = store.ErrChanged
+	case casMissing:
+		updateErr = store.ErrNotFound
+	default:
+		updateErr = fmt.Errorf("redisstore: update: unexpected script result %d", res[1])
+	}
+	return createErr, updateErr
+}
+
+// takeIfPrefix returns false if KEYS[1] is missing; else {1, value,
+// remaining ttl in ms} after deleting it if its value begins with ARGV[1],
+// and {0, value, 0} if not.
+var takeIfPrefix = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+	return false
+end
+if string.sub(v, 1, string.len(ARGV[1])) ~= ARGV[1] then
+	return {0, v, 0}
+end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return {1, v, ttl}
+`)
+
+// TakeIfPrefix implements store.PrefixTaker with one script on one key
+// (so also on a Cluster). When the Store waits for replicas and they do
+// not confirm the delete, it fails as a backend error and puts the value
+// back, as Take does.
+func (s *Store) TakeIfPrefix(ctx context.Context, key string, prefix []byte) ([]byte, bool, error) {
+	k, err := s.key(key)
+	if err != nil {
+		return nil, false, err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, takeIfPrefix, []string{k}, prefix)
+		return cmd
+	})
+	res, err := cmd.Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, false, backendError("take", err)
+	}
+	if len(res) != 3 {
+		return nil, false, fmt.Errorf("redisstore: take: unexpected script result of %d values", len(res))
+	}
+	taken, _ := res[0].(int64)
+	v, ok := res[1].(string)
+	ttl, _ := res[2].(int64)
+	if !ok {
+		return nil, false, fmt.Errorf("redisstore: take: unexpected script result %T", res[1])
+	}
+	if taken == 1 && waitErr != nil {
+		// As Take: the delete may not survive a failover, so the value
+		// goes back for a later call rather than being handed out.
+		if ttl >= 1 {
+			if rerr := s.client.SetNX(ctx, k, v, time.Duration(ttl)*time.Millisecond).Err(); rerr != nil {
+				waitErr = fmt.Errorf("%w; putting the value back: %w", waitErr, rerr)
+			}
+		}
+		return nil, false, backendError("take", waitErr)
+	}
+	b, _ := value(v, nil, "take")
+	return b, taken == 1, nil
+}

@@ -1,0 +1,118 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wechat-login/caddy-wechat-login/internal/redistest"
+	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+)
+
+// TestGetMany: each key's value or error at its index, as Get gives them.
+func TestGetMany(t *testing.T) {
+	ctx := context.Background()
+	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
+	if err := s.Create(ctx, "a", []byte("1"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vals, errs := s.GetMany(ctx, "a", "missing", strings.Repeat("k", maxKeyLen+1))
+	if errs[0] != nil || string(vals[0]) != "1" {
+		t.Fatalf("a: %q, %v", vals[0], errs[0])
+	}
+	if !errors.Is(errs[1], store.ErrNotFound) || vals[1] != nil {
+		t.Fatalf("missing: %q, %v", vals[1], errs[1])
+	}
+	if errs[2] == nil {
+		t.Fatal("an overlong key was accepted")
+	}
+}
+
+// TestCreateThenUpdate: the Create as Create would make it, the Update
+// as Update would, and no Update when the Create failed.
+func TestCreateThenUpdate(t *testing.T) {
+	ctx := context.Background()
+	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
+	if err := s.Create(ctx, "scene", []byte("old"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c, u := s.CreateThenUpdate(ctx, "code", []byte("c1"), 30*time.Second, "scene", []byte("old"), []byte("new"))
+	if c != nil || u != nil {
+		t.Fatalf("first = %v, %v", c, u)
+	}
+	if v, _ := s.Get(ctx, "scene"); string(v) != "new" {
+		t.Fatalf("scene = %q", v)
+	}
+	if v, _ := s.Get(ctx, "code"); string(v) != "c1" {
+		t.Fatalf("code = %q", v)
+	}
+	ttl, err := s.client.PTTL(ctx, s.prefix+"code").Result()
+	if err != nil || ttl <= 29*time.Second || ttl > 30*time.Second {
+		t.Fatalf("code's ttl = %v, %v", ttl, err)
+	}
+	if ttl, _ := s.client.PTTL(ctx, s.prefix+"scene").Result(); ttl <= 30*time.Second {
+		t.Fatalf("scene's ttl = %v, not kept", ttl)
+	}
+	c, u = s.CreateThenUpdate(ctx, "code", []byte("c2"), time.Minute, "scene", []byte("old"), []byte("newer"))
+	if !errors.Is(c, store.ErrExists) || !errors.Is(u, store.ErrChanged) {
+		t.Fatalf("stale = %v, %v", c, u)
+	}
+	if v, _ := s.Get(ctx, "code"); string(v) != "c1" {
+		t.Fatalf("code = %q, overwritten", v)
+	}
+	c, u = s.CreateThenUpdate(ctx, "code2", []byte("c"), time.Minute, "gone", []byte("old"), []byte("new"))
+	if c != nil || !errors.Is(u, store.ErrNotFound) {
+		t.Fatalf("missing scene = %v, %v", c, u)
+	}
+	c, u = s.CreateThenUpdate(ctx, "code3", []byte("c"), 0, "scene", []byte("new"), []byte("x"))
+	if c == nil || !errors.Is(u, store.ErrNotAttempted) {
+		t.Fatalf("bad ttl = %v, %v", c, u)
+	}
+	if v, _ := s.Get(ctx, "scene"); string(v) != "new" {
+		t.Fatalf("scene = %q after a failed create", v)
+	}
+}
+
+// TestTakeIfPrefix: a value with the prefix is taken by exactly one of
+// many callers; one without it is read and left.
+func TestTakeIfPrefix(t *testing.T) {
+	ctx := context.Background()
+	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
+	if _, _, err := s.TakeIfPrefix(ctx, "none", []byte("x")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	if err := s.Create(ctx, "k", []byte("\x01\x01pending"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	v, taken, err := s.TakeIfPrefix(ctx, "k", []byte{1, 3})
+	if err != nil || taken || string(v) != "\x01\x01pending" {
+		t.Fatalf("other prefix: %q, %v, %v", v, taken, err)
+	}
+	if err := s.Update(ctx, "k", v, []byte("\x01\x03confirmed")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var got atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, taken, err := s.TakeIfPrefix(ctx, "k", []byte{1, 3})
+			switch {
+			case err == nil && taken && string(v) == "\x01\x03confirmed":
+				got.Add(1)
+			case errors.Is(err, store.ErrNotFound):
+			default:
+				t.Errorf("concurrent: %q, %v, %v", v, taken, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got.Load() != 1 {
+		t.Fatalf("%d callers took the value", got.Load())
+	}
+}

@@ -515,7 +515,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if h.serveSandbox(w, r) {
 			return nil
 		}
-		r = r.WithContext(loginpage.WithSandbox(r.Context(), h.sandboxPage))
+		// Only the login page, under the prefix (the sandbox's parent),
+		// reads the sandbox's control: other requests are spared a copy.
+		prefix := strings.TrimSuffix(h.sandboxPrefix, "/sandbox")
+		if p := r.URL.Path; strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/') {
+			r = r.WithContext(loginpage.WithSandbox(r.Context(), h.sandboxPage))
+		}
 	}
 	n := nextHandler{next: next, userID: h.UserID}
 	if !h.UseHandleErrors {
@@ -550,16 +555,19 @@ func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // setPlaceholders publishes the identity the way Caddy's own authentication
 // handler does, so the access log's user_id and {http.auth.user.*} work.
 func setPlaceholders(repl *caddy.Replacer, id middleware.Identity, userID string) {
-	uid := id.OpenID
+	// Each string is boxed once: the user id is the openid's or the
+	// unionid's box, not a third.
+	openid, unionid := any(id.OpenID), any(id.UnionID)
+	uid := openid
 	if userID == "unionid" {
 		// Never the openid in its place: the middleware refuses logins
 		// without a unionid in this mode, and an application keyed by
 		// unionid must not be handed an openid for one.
-		uid = id.UnionID
+		uid = unionid
 	}
 	repl.Set("http.auth.user.id", uid)
-	repl.Set("http.auth.user.openid", id.OpenID)
-	repl.Set("http.auth.user.unionid", id.UnionID)
+	repl.Set("http.auth.user.openid", openid)
+	repl.Set("http.auth.user.unionid", unionid)
 	repl.Set("http.auth.user.app_id", id.AppID)
 	repl.Set("http.auth.user.login_method", id.Method)
 	if id.Nickname != "" {

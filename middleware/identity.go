@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"net/http"
+	"net/textproto"
 	"time"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/session"
@@ -59,42 +60,100 @@ type Identity struct {
 
 type identityKey struct{}
 
+// identityContext is the context ContextWithIdentity returns: the parent
+// and the identity in one allocation, where context.WithValue would take
+// one for its context and another for the boxed Identity.
+type identityContext struct {
+	context.Context
+	id Identity
+}
+
+// Value answers identityKey{} with a pointer to the identity (no copy, no
+// allocation) and hands every other key to the parent.
+func (c *identityContext) Value(key any) any {
+	if _, ok := key.(identityKey); ok {
+		return &c.id
+	}
+	return c.Context.Value(key)
+}
+
+func (c *identityContext) String() string { return "middleware.ContextWithIdentity" }
+
 // ContextWithIdentity returns a copy of ctx carrying id.
 func ContextWithIdentity(ctx context.Context, id Identity) context.Context {
-	return context.WithValue(ctx, identityKey{}, id)
+	return &identityContext{Context: ctx, id: id}
 }
 
 // IdentityFromContext returns the identity the middleware put on a request's
 // context, and whether there is one.
 func IdentityFromContext(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(Identity)
-	return id, ok
+	if c, ok := ctx.(*identityContext); ok {
+		return c.id, true
+	}
+	if p, ok := ctx.Value(identityKey{}).(*Identity); ok {
+		return *p, true
+	}
+	return Identity{}, false
 }
+
+// The identity and user headers as http.Header.Set would key them (net/http
+// canonicalises "WeChat" to "Wechat"), worked out once rather than on every
+// request.
+var (
+	keyOpenID          = textproto.CanonicalMIMEHeaderKey(HeaderOpenID)
+	keyUnionID         = textproto.CanonicalMIMEHeaderKey(HeaderUnionID)
+	keyAppID           = textproto.CanonicalMIMEHeaderKey(HeaderAppID)
+	keyLoginMethod     = textproto.CanonicalMIMEHeaderKey(HeaderLoginMethod)
+	keyForwardedUser   = textproto.CanonicalMIMEHeaderKey(HeaderForwardedUser)
+	keyAuthRequestUser = textproto.CanonicalMIMEHeaderKey(HeaderAuthRequestUser)
+	keyRemoteUser      = textproto.CanonicalMIMEHeaderKey(HeaderRemoteUser)
+)
 
 // setIdentityHeaders replaces any client-sent identity headers with id's,
 // and adds the user headers when Config.UserHeaders asks for them.
 func (m *Middleware) setIdentityHeaders(h http.Header, id Identity) {
 	stripIdentityHeaders(h)
-	h.Set(HeaderOpenID, id.OpenID)
-	h.Set(HeaderAppID, id.AppID)
-	h.Set(HeaderLoginMethod, id.Method)
-	if id.UnionID != "" {
-		h.Set(HeaderUnionID, id.UnionID)
-	}
-	if !m.cfg.UserHeaders {
-		return
-	}
+	m.addIdentityHeaders(h, id)
+}
+
+// addIdentityHeaders sets id's identity headers (and user headers, when
+// Config.UserHeaders asks for them) in h, which stripIdentityHeaders has
+// already cleared of them. Each header gets a one-value slice as
+// http.Header.Set would give it, all cut from one allocation.
+func (m *Middleware) addIdentityHeaders(h http.Header, id Identity) {
 	// Never the openid for a missing unionid: the application would take
 	// it for a unionid.
-	user := id.OpenID
-	if m.cfg.UserID == "unionid" {
-		user = id.UnionID
+	user := ""
+	if m.cfg.UserHeaders {
+		user = id.OpenID
+		if m.cfg.UserID == "unionid" {
+			user = id.UnionID
+		}
 	}
-	if user == "" {
-		return
+	n := 3
+	if id.UnionID != "" {
+		n++
 	}
-	for _, k := range []string{HeaderForwardedUser, HeaderAuthRequestUser, HeaderRemoteUser} {
-		h.Set(k, user)
+	if user != "" {
+		n += 3
+	}
+	vals := make([]string, n)
+	i := 0
+	set := func(k, v string) {
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
+		i++
+	}
+	set(keyOpenID, id.OpenID)
+	set(keyAppID, id.AppID)
+	set(keyLoginMethod, id.Method)
+	if id.UnionID != "" {
+		set(keyUnionID, id.UnionID)
+	}
+	if user != "" {
+		set(keyForwardedUser, user)
+		set(keyAuthRequestUser, user)
+		set(keyRemoteUser, user)
 	}
 }
 

@@ -225,9 +225,9 @@ func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next 
 	// Identity headers are ours alone, whatever route this is.
 	stripIdentityHeaders(r.Header)
 
-	path := r.URL.Path
-	if path == m.cfg.Prefix || strings.HasPrefix(path, m.cfg.Prefix+"/") {
-		m.route(w, r, strings.TrimPrefix(path, m.cfg.Prefix), next)
+	path, prefix := r.URL.Path, m.cfg.Prefix
+	if strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/') {
+		m.route(w, r, path[len(prefix):], next)
 		return nil
 	}
 	if m.public.match(r.URL) {
@@ -247,7 +247,8 @@ func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next 
 		return &AccessError{Status: http.StatusForbidden}
 	}
 	id := identityOf(m.refreshSession(w, r, rec))
-	m.setIdentityHeaders(r.Header, id)
+	// Stripped on the way in, above.
+	m.addIdentityHeaders(r.Header, id)
 	m.stripOwnCookies(r)
 	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), id)))
 	return nil

@@ -43,8 +43,13 @@ func (m *Middleware) isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	trusted := m.cfg.TrustForwardedProto || m.cfg.TrustedProxy != nil && m.cfg.TrustedProxy(r)
-	return trusted && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	// The header first: it is cheap to read, and without it whether the
+	// peer is trusted does not matter (TrustedProxy may walk the context).
+	proto := r.Header["X-Forwarded-Proto"]
+	if len(proto) == 0 || !strings.EqualFold(proto[0], "https") {
+		return false
+	}
+	return m.cfg.TrustForwardedProto || m.cfg.TrustedProxy != nil && m.cfg.TrustedProxy(r)
 }
 
 // setUpSessions builds the cookie jar and the session manager. A logout

@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,7 +61,18 @@ type List struct {
 	path      string
 	lastSweep time.Time
 	closed    bool
+	// version counts the Revokes that added or extended an entry. checked
+	// remembers session ids found not revoked, each with the version it was
+	// found at: an answer from before a later Revoke is never used, so the
+	// SHA-256 is worked out once a session and version rather than once a
+	// request. Sweeps only remove expired entries, which cannot make a
+	// remembered "not revoked" wrong. Both are guarded by mu.
+	version uint64
+	checked map[string]uint64
 }
+
+// maxChecked bounds checked; when full it is emptied and filled again.
+const maxChecked = 1 << 14
 
 // Open returns the list kept in the file at path, creating the file (and its
 // directory) if needed. An empty path keeps the list in memory only. now is
@@ -197,6 +209,7 @@ func (l *List) Revoke(sessionID string, until time.Time) error {
 		}
 	}
 	l.ids[k] = max(l.ids[k], u)
+	l.version++
 	if now.Sub(l.lastSweep) >= sweepEvery {
 		l.lastSweep = now
 		for k, until := range l.ids {
@@ -211,11 +224,33 @@ func (l *List) Revoke(sessionID string, until time.Time) error {
 // Revoked reports whether sessionID was revoked and the revocation still
 // holds.
 func (l *List) Revoked(sessionID string) bool {
-	k := hashID(sessionID)
 	l.mu.RLock()
-	until, ok := l.ids[k]
+	if len(l.ids) == 0 {
+		// Nothing revoked (or everything swept): no need to hash.
+		l.mu.RUnlock()
+		return false
+	}
+	v := l.version
+	if seen, ok := l.checked[sessionID]; ok && seen == v {
+		l.mu.RUnlock()
+		return false
+	}
+	until, ok := l.ids[hashID(sessionID)]
 	l.mu.RUnlock()
-	return ok && until > l.now().Unix()
+	if ok {
+		return until > l.now().Unix()
+	}
+	l.mu.Lock()
+	if l.version == v {
+		if l.checked == nil || len(l.checked) >= maxChecked {
+			l.checked = make(map[string]uint64)
+		}
+		// A copy: the caller's string may share its memory with more
+		// than the id.
+		l.checked[strings.Clone(sessionID)] = v
+	}
+	l.mu.Unlock()
+	return false
 }
 
 // Len is the number of entries held, including expired ones not yet swept.

@@ -167,3 +167,43 @@ func BenchmarkRevoked(b *testing.B) {
 		}
 	})
 }
+
+// TestRevokeAfterNotRevoked: a session found not revoked, and so
+// remembered, is revoked the moment Revoke returns; the memory of checked
+// sessions filling up changes no answer.
+func TestRevokeAfterNotRevoked(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	l, err := Open("", c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Revoked("s1") {
+		t.Fatal("s1 revoked in an empty list")
+	}
+	_ = l.Revoke("other", c.now().Add(time.Hour))
+	for range 3 {
+		if l.Revoked("s1") || l.Revoked("s2") {
+			t.Fatal("s1 or s2 revoked")
+		}
+	}
+	_ = l.Revoke("s1", c.now().Add(time.Hour))
+	if !l.Revoked("s1") {
+		t.Fatal("s1 not revoked after Revoke, having been checked before")
+	}
+	if l.Revoked("s2") || !l.Revoked("other") {
+		t.Fatal("wrong answers for s2 or other")
+	}
+	for i := range maxChecked + 10 {
+		if l.Revoked(fmt.Sprint("fill-", i)) {
+			t.Fatalf("fill-%d revoked", i)
+		}
+	}
+	_ = l.Revoke("s2", c.now().Add(time.Hour))
+	if !l.Revoked("s1") || !l.Revoked("s2") || l.Revoked("fill-1") || l.Revoked(fmt.Sprint("fill-", maxChecked+5)) {
+		t.Fatal("wrong answers after filling the memory of checked sessions")
+	}
+	c.add(2 * time.Hour)
+	if l.Revoked("s1") || l.Revoked("s2") {
+		t.Fatal("expired revocations still hold")
+	}
+}

@@ -192,3 +192,82 @@ func (s *Store) TakeIfPrefix(ctx context.Context, key string, prefix []byte) ([]
 	b, _ := value(v, nil, "take")
 	return b, taken == 1, nil
 }
+
+var _ store.PairCounter = (*Store)(nil)
+
+// incrIfWithin is incrWithTTL on KEYS[1] and then, if its count is at
+// most ARGV[2], on KEYS[2]. It returns {first count, second count or 0}.
+var incrIfWithin = redis.NewScript(`
+local n = redis.call("INCR", KEYS[1])
+if n == 1 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then return {n, 0} end
+local m = redis.call("INCR", KEYS[2])
+if m == 1 then redis.call("PEXPIRE", KEYS[2], ARGV[1]) end
+return {n, m}`)
+
+// IncrIfWithin implements store.PairCounter: one script, so one round
+// trip, atomic on the server. On a Cluster, where the two keys may live on
+// different nodes, it is Incr and then, if within limit, Incr.
+func (s *Store) IncrIfWithin(ctx context.Context, first string, limit int64, second string, ttl time.Duration) (firstN, secondN int64, err error) {
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		firstN, err = s.Incr(ctx, first, ttl)
+		if err != nil || firstN > limit {
+			return firstN, 0, err
+		}
+		secondN, err = s.Incr(ctx, second, ttl)
+		return firstN, secondN, err
+	}
+	if ttl < time.Millisecond {
+		return 0, 0, fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl)
+	}
+	k1, err := s.key(first)
+	if err != nil {
+		return 0, 0, err
+	}
+	k2, err := s.key(second)
+	if err != nil {
+		return 0, 0, err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, incrIfWithin, []string{k1, k2}, ttl.Milliseconds(), limit)
+		return cmd
+	})
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected script result %v", res)
+	}
+	if err == nil {
+		err = waitErr
+	}
+	if err != nil {
+		return 0, 0, backendError("incr", err)
+	}
+	return res[0], res[1], nil
+}
+
+// decrIfExists takes one off KEYS[1] if it exists.
+var decrIfExists = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then return redis.call("DECR", KEYS[1]) end
+return 0`)
+
+// Uncount implements store.PairCounter.
+func (s *Store) Uncount(ctx context.Context, key string) error {
+	k, err := s.key(key)
+	if err != nil {
+		return err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, decrIfExists, []string{k})
+		return cmd
+	})
+	err = cmd.Err()
+	if err == nil {
+		err = waitErr
+	}
+	if err != nil {
+		return backendError("incr", err)
+	}
+	return nil
+}

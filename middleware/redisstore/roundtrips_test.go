@@ -116,3 +116,48 @@ func TestTakeIfPrefix(t *testing.T) {
 		t.Fatalf("%d callers took the value", got.Load())
 	}
 }
+
+// TestIncrIfWithin: the first count always, as Incr makes it; the second
+// only while the first is within the limit; Uncount takes one back and
+// never creates a key.
+func TestIncrIfWithin(t *testing.T) {
+	ctx := context.Background()
+	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
+	for i := int64(1); i <= 4; i++ {
+		a, b, err := s.IncrIfWithin(ctx, "addr", 2, "all", 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := min(i, 2)
+		if i > 2 {
+			want = 0
+		}
+		if a != i || b != want {
+			t.Fatalf("call %d: %d, %d; want %d, %d", i, a, b, i, want)
+		}
+	}
+	if n, _ := s.Incr(ctx, "all", time.Minute); n != 3 {
+		t.Fatalf("all = %d after the pair's two counts and one Incr", n)
+	}
+	for _, k := range []string{"addr", "all"} {
+		ttl, err := s.client.PTTL(ctx, s.prefix+k).Result()
+		if err != nil || ttl <= 29*time.Second || ttl > 30*time.Second {
+			t.Fatalf("%s's ttl = %v, %v", k, ttl, err)
+		}
+	}
+	if err := s.Uncount(ctx, "all"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Incr(ctx, "all", time.Minute); n != 3 {
+		t.Fatalf("all = %d after Uncount and Incr", n)
+	}
+	if err := s.Uncount(ctx, "missing"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.client.Exists(ctx, s.prefix+"missing").Result(); err != nil || n != 0 {
+		t.Fatalf("Uncount created a key: %d, %v", n, err)
+	}
+	if _, _, err := s.IncrIfWithin(ctx, "a", 1, "b", time.Microsecond); err == nil {
+		t.Fatal("a ttl under 1ms was accepted")
+	}
+}

@@ -67,6 +67,22 @@ type Counter interface {
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 }
 
+// PairCounter is implemented by Counters that can count two events in one
+// round trip to a shared backend (Redis: a script). The middleware uses it,
+// when the store has it, for the two counts a new login code takes: the
+// client address's, then the whole site's.
+type PairCounter interface {
+	Counter
+	// IncrIfWithin does Incr(ctx, first, ttl) and then, only if the count
+	// it returned is at most limit, Incr(ctx, second, ttl), as one atomic
+	// step where the backend allows. secondN is 0 when second was not
+	// counted. On an error, either count may or may not have been made.
+	IncrIfWithin(ctx context.Context, first string, limit int64, second string, ttl time.Duration) (firstN, secondN int64, err error)
+	// Uncount takes back one count an Incr made under key, if key still
+	// exists (it never creates it).
+	Uncount(ctx context.Context, key string) error
+}
+
 // Durable is implemented by stores that never drop an entry before its time
 // to live runs out and keep their entries across restarts: Redis with an
 // eviction policy of noeviction and append-only persistence. The middleware

@@ -271,3 +271,96 @@ func (s *Store) Uncount(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+var _ store.CreateUpdateFollower = (*Store)(nil)
+
+// createSwapFollow is createThenSwap and then, if the swap was made,
+// PUBLISH ARGV[6] on ARGV[5] and SET NX PX of KEYS[3], in one script. It
+// returns {created, the compareAndSwap result, marked (1 or 0)}.
+var createSwapFollow = redis.NewScript(`
+local created = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	created = 1
+end
+local cur = redis.call('GET', KEYS[2])
+if not cur then
+	return {created, 0, 0}
+end
+if cur ~= ARGV[3] then
+	return {created, 1, 0}
+end
+redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+local marked = 0
+if redis.call('SET', KEYS[3], ARGV[7], 'NX', 'PX', ARGV[8]) then
+	marked = 1
+end
+return {created, 2, marked}
+`)
+
+// CreateThenUpdateThen implements store.CreateUpdateFollower: one script,
+// so one round trip, atomic on the server; this instance's subscribers
+// are woken when it returns. On a Cluster, where the keys may live on
+// different nodes, it is CreateThenUpdate and then PublishThenCreate, as
+// are arguments those methods would refuse.
+func (s *Store) CreateThenUpdateThen(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte, then store.Followup) (createErr, updateErr, publishErr, thenErr error) {
+	sequential := func() (error, error, error, error) {
+		createErr, updateErr := s.CreateThenUpdate(ctx, createKey, createValue, ttl, key, old, value)
+		if updateErr != nil {
+			return createErr, updateErr, store.ErrNotAttempted, store.ErrNotAttempted
+		}
+		publishErr, thenErr := s.PublishThenCreate(ctx, then.Topic, then.Key, then.Value, then.TTL)
+		return createErr, updateErr, publishErr, thenErr
+	}
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		return sequential()
+	}
+	if ttl < time.Millisecond || then.TTL < time.Millisecond {
+		return sequential()
+	}
+	ck, err1 := s.key(createKey)
+	k, err2 := s.key(key)
+	mk, err3 := s.key(then.Key)
+	if errors.Join(err1, err2, err3, checkValue(createValue), checkValue(value), checkValue(then.Value)) != nil {
+		return sequential()
+	}
+	n := s.notifications()
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, createSwapFollow, []string{ck, k, mk}, createValue, ttl.Milliseconds(), old, value,
+			n.channel, then.Topic, then.Value, then.TTL.Milliseconds())
+		return cmd
+	})
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 3 {
+		err = fmt.Errorf("unexpected script result %v", res)
+	}
+	if err != nil {
+		return backendError("create", err), store.ErrNotAttempted, store.ErrNotAttempted, store.ErrNotAttempted
+	}
+	created := func(ok int64, op string) error {
+		if ok != 1 {
+			return store.ErrExists
+		}
+		if waitErr != nil {
+			return backendError(op, waitErr)
+		}
+		return nil
+	}
+	createErr = created(res[0], "create")
+	switch res[1] {
+	case casSwapped:
+		n.local.Wake(then.Topic)
+		if waitErr != nil {
+			updateErr = backendError("update", waitErr)
+		}
+		return createErr, updateErr, nil, created(res[2], "create")
+	case casChanged:
+		updateErr = store.ErrChanged
+	case casMissing:
+		updateErr = store.ErrNotFound
+	default:
+		updateErr = fmt.Errorf("redisstore: update: unexpected script result %d", res[1])
+	}
+	return createErr, updateErr, store.ErrNotAttempted, store.ErrNotAttempted
+}

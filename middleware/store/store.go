@@ -144,6 +144,32 @@ type CreateUpdater interface {
 	CreateThenUpdate(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte) (createErr, updateErr error)
 }
 
+// Followup is what CreateThenUpdateThen does once its Update has swapped
+// the value: Publish(ctx, Topic), then Create(ctx, Key, Value, TTL).
+type Followup struct {
+	Topic string
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// CreateUpdateFollower is implemented by CreateUpdaters that are also the
+// Broadcaster and can, in the same round trip, follow a successful Update
+// with a Publish and a Create. The middleware uses it, when the store is
+// its notifier, for a scan that completes a login: arming the "not me"
+// code, moving the scene, waking the browser and storing the push's dedupe
+// marker, all at once.
+type CreateUpdateFollower interface {
+	CreateUpdater
+	// CreateThenUpdateThen does CreateThenUpdate and then, only if the
+	// Update swapped the value (updateErr is nil), the Publish and the
+	// Create of then, as one atomic step where the backend allows. It
+	// returns the four errors as those methods would; when the Update did
+	// not swap the value, neither Publish nor Create was made, and
+	// publishErr and thenErr are ErrNotAttempted.
+	CreateThenUpdateThen(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte, then Followup) (createErr, updateErr, publishErr, thenErr error)
+}
+
 // ErrNotAttempted is CreateThenUpdate's updateErr when the Create failed
 // and the Update was therefore not made.
 var ErrNotAttempted = errors.New("store: not attempted")

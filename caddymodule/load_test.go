@@ -3,14 +3,19 @@ package caddymodule
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wechat-login/caddy-wechat-login/internal/redistest"
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
@@ -31,8 +36,9 @@ func TestLoginThroughput(t *testing.T) {
 	// the site-wide QR ceiling a real account needs: lift both.
 	rate := "qr_rate_limit 100000000 100000000\n\t\tqr_ceiling 100000000"
 
-	run := func(name string, create, callback *caddyProc, fake *wechattest.Server) {
+	run := func(name string, create, callback *caddyProc, fake *wechattest.Server, rc *goredis.Client) {
 		addFakeApp(t, fake, callback.BaseURL)
+		cpu := newCPUMeter(t, create, callback, rc)
 		var logins, failures atomic.Int64
 		var latMu sync.Mutex
 		var lat, scan []time.Duration
@@ -61,12 +67,13 @@ func TestLoginThroughput(t *testing.T) {
 		t.Logf("%-40s %7.1f logins/s  (%d logins, %d failed, %d workers, login p50 %v p99 %v, scan-to-browser p50 %v p99 %v)",
 			name, float64(logins.Load())/loadTest.Seconds(), logins.Load(), failures.Load(), workers, p50, p99,
 			percentile(scan, 50), percentile(scan, 99))
+		t.Logf("%-40s CPU per login: %s", name, cpu.perLogin(logins.Load()))
 	}
 
 	{
 		fake := wechattest.NewServer(wechattest.Config{})
 		c := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", rate), itEnv...)
-		run("one instance, embedded store", c, c, fake)
+		run("one instance, embedded store", c, c, fake, nil)
 		fake.Close()
 		c.stop()
 	}
@@ -78,7 +85,7 @@ func TestLoginThroughput(t *testing.T) {
 		env := append(itEnv, "IT_REDIS_URL="+redis.URL())
 		a := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), env...)
 		b := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), env...)
-		run("two instances, Redis, push on the other", a, b, fake)
+		run("two instances, Redis, push on the other", a, b, fake, persistRedisClient(t, redis))
 
 		// Round trips to Redis per login, counted by a relay in front of
 		// it (a separate run: the relay adds a hop to every trip), and the
@@ -205,4 +212,101 @@ func percentile(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[(len(s)-1)*p/100]
+}
+
+// cpuMeter measures the CPU time a run costs each process in it: each
+// Caddy (process_cpu_seconds_total on its admin /metrics), Redis (INFO
+// cpu, when rc is not nil), and this test process, which is the browsers'
+// load and the fake WeChat.
+type cpuMeter struct {
+	t       *testing.T
+	caddies []*caddyProc
+	rc      *goredis.Client
+	start   []float64
+}
+
+func newCPUMeter(t *testing.T, a, b *caddyProc, rc *goredis.Client) *cpuMeter {
+	m := &cpuMeter{t: t, caddies: []*caddyProc{a}, rc: rc}
+	if b != a {
+		m.caddies = append(m.caddies, b)
+	}
+	m.start = m.read()
+	return m
+}
+
+// read returns the CPU seconds used so far by each Caddy, Redis (0
+// without rc) and this process, in that order; -1 where unknown.
+func (m *cpuMeter) read() []float64 {
+	var out []float64
+	for _, c := range m.caddies {
+		out = append(out, caddyCPU(c))
+	}
+	redis := 0.0
+	if m.rc != nil {
+		redis = -1
+		if info, err := m.rc.Info(context.Background(), "cpu").Result(); err == nil {
+			redis = 0
+			for line := range strings.Lines(info) {
+				name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+				if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+					f, _ := strconv.ParseFloat(v, 64)
+					redis += f
+				}
+			}
+		}
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	return append(out, redis, self)
+}
+
+// perLogin is the CPU time per login of each process since the meter
+// was made, and the sum.
+func (m *cpuMeter) perLogin(logins int64) string {
+	if logins == 0 {
+		return "no logins"
+	}
+	end := m.read()
+	names := []string{"Caddy A", "Caddy B"}[:len(m.caddies)]
+	if len(m.caddies) == 1 {
+		names = []string{"Caddy"}
+	}
+	names = append(names, "Redis", "load+fake WeChat")
+	var parts []string
+	var total float64
+	for i, name := range names {
+		if name == "Redis" && m.rc == nil {
+			continue
+		}
+		if end[i] < 0 || m.start[i] < 0 {
+			parts = append(parts, name+" ?")
+			continue
+		}
+		d := (end[i] - m.start[i]) / float64(logins)
+		total += d
+		parts = append(parts, fmt.Sprintf("%s %.0fµs", name, d*1e6))
+	}
+	return fmt.Sprintf("%s; total %.0fµs", strings.Join(parts, ", "), total*1e6)
+}
+
+// caddyCPU is process_cpu_seconds_total from c's admin /metrics, or -1.
+func caddyCPU(c *caddyProc) float64 {
+	resp, err := http.Get("http://" + c.Admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -106,6 +106,73 @@ func (m *Middleware) stopWaiting(scene string) {
 	m.metrics.Waiting(-1)
 }
 
+// allowCreation applies allowQR's limits for the client address ip and
+// then the ceiling for method (allowQRCeiling's or allowCodeCeiling's),
+// spending each count exactly when calling those two in turn would: the
+// ceiling's not at all when the address is refused. addrOK false means
+// the address was refused, ceilingOK false the ceiling; retry is how long
+// until the refusal ends. When the store can make both shared counts in
+// one round trip (store.PairCounter: Redis), it does; otherwise it calls
+// the two.
+func (m *Middleware) allowCreation(ctx context.Context, ip string, method string) (addrOK, ceilingOK bool, retry time.Duration) {
+	ceiling, ceilingName, ceilingLimit, metric := m.qrCeiling, "rl:qr:all", int64(m.cfg.QRCeiling), "qr_ceiling"
+	if method == MethodCode {
+		ceiling, ceilingName, ceilingLimit, metric = m.codeCeiling, "rl:code:all", int64(m.codeCeilingPerMinute), "code_ceiling"
+	}
+	pc, ok := m.store.(store.PairCounter)
+	if !ok {
+		if ok, retry := m.allowQR(ctx, ip); !ok {
+			return false, false, retry
+		}
+		allow := m.allowQRCeiling
+		if method == MethodCode {
+			allow = m.allowCodeCeiling
+		}
+		ok, retry := allow(ctx)
+		return true, ok, retry
+	}
+	if ok, retry := m.qrLimiter.Allow(ip); !ok {
+		return false, false, retry
+	}
+	// As ratelimit.InWindow counts, both in one round trip.
+	now := m.cfg.Now()
+	start := now.Truncate(time.Minute)
+	suffix := ":" + strconv.FormatInt(start.Unix(), 10)
+	untilNext := start.Add(time.Minute).Sub(now)
+	addrLimit := int64(math.Ceil(m.cfg.QRRateLimit))
+	addrN, ceilingN, err := pc.IncrIfWithin(ctx, qrAddrName(ip)+suffix, addrLimit, ceilingName+suffix, time.Minute+10*time.Second)
+	if err != nil {
+		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
+		addrN, ceilingN = 0, 0
+	}
+	if addrN > addrLimit {
+		return false, false, untilNext
+	}
+	if ok, retry := ceiling.Allow(""); !ok {
+		// Calling the two in turn, the shared ceiling would not have been
+		// counted: take back its count.
+		if ceilingN > 0 {
+			if err := pc.Uncount(ctx, ceilingName+suffix); err != nil {
+				m.log.Warn("cannot take back a QR creation count in the store", zap.Error(err))
+			}
+		}
+		m.metrics.Limited(metric)
+		return true, false, retry
+	}
+	if ceilingN > ceilingLimit {
+		m.metrics.Limited(metric)
+		return true, false, untilNext
+	}
+	return true, true, 0
+}
+
+// qrAddrName is the name the shared per-minute count of QR creations by
+// the client address ip is kept under.
+func qrAddrName(ip string) string {
+	sum := sha256.Sum256([]byte(ip))
+	return "rl:qr:" + hex.EncodeToString(sum[:12])
+}
+
 // allowQR applies the QR creation limits for one client address: this
 // instance's token bucket (the burst), and, when the store can count across
 // instances, the per-minute rate for the whole cluster, so that adding
@@ -114,8 +181,7 @@ func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duratio
 	if ok, retry := m.qrLimiter.Allow(ip); !ok {
 		return false, retry
 	}
-	sum := sha256.Sum256([]byte(ip))
-	return m.allowThisMinute(ctx, "rl:qr:"+hex.EncodeToString(sum[:12]), int64(math.Ceil(m.cfg.QRRateLimit)))
+	return m.allowThisMinute(ctx, qrAddrName(ip), int64(math.Ceil(m.cfg.QRRateLimit)))
 }
 
 // allowQRCeiling applies the ceiling on QR codes created by this instance

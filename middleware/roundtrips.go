@@ -69,6 +69,32 @@ type sceneCreate struct {
 	failed func(error)
 	// made reports that the Create was sent (its key may now exist).
 	made bool
+	// then, when not nil, goes with the write too (see sceneFollowup).
+	then *sceneFollowup
+}
+
+// sceneFollowup is what follows a scan's transition when the scan
+// completes the login: waking the browser and storing the push's dedupe
+// marker, holding the reply. When the store is the notifier and can send
+// them with the transition (store.CreateUpdateFollower: Redis), all go in
+// one round trip; finishScan then does not send them again.
+type sceneFollowup struct {
+	scene, marker string
+	// reply is the chat reply to the scan that moved the scene to rec.
+	reply func(rec sceneRecord) []byte
+	// sent reports that the transition was made and these with it; err is
+	// then the marker's error, as notifyThenMark would return it.
+	sent bool
+	err  error
+}
+
+// followupWrite returns the followup for a scan of scene, pushed as
+// marker, to send with its transition, or nil when the store cannot.
+func (m *Middleware) followupWrite(scene, marker string) *sceneFollowup {
+	if _, ok := m.store.(store.CreateUpdateFollower); !ok || any(m.notifier) != any(m.store) {
+		return nil
+	}
+	return &sceneFollowup{scene: scene, marker: marker, reply: func(rec sceneRecord) []byte { return []byte(m.scanReply(rec)) }}
 }
 
 // notMeWrite returns the write arming a login's "not me" code, for
@@ -86,23 +112,38 @@ func (m *Middleware) notMeWrite(openID, scene string, codes loginCodes, sceneExp
 	return w
 }
 
-// createThenUpdate sends a's Create and then the scene's Update in one
-// round trip (store.CreateUpdater), held to the push's deadline as
-// pushStore's calls are. When ctx ends first, both errors are ctx.Err():
-// outcome unknown.
-func (m *Middleware) createThenUpdate(ctx context.Context, a *sceneCreate, key string, old, value []byte) (createErr, updateErr error) {
+// createThenUpdate sends a's Create and then the scene's Update, which
+// changes it to rec, in one round trip (store.CreateUpdater), with a.then
+// when there is one (store.CreateUpdateFollower), held to the push's
+// deadline as pushStore's calls are. When ctx ends first, both errors are
+// ctx.Err(): outcome unknown.
+func (m *Middleware) createThenUpdate(ctx context.Context, a *sceneCreate, key string, old, value []byte, rec sceneRecord) (createErr, updateErr error) {
 	cu, ok := m.store.(store.CreateUpdater)
 	if !ok {
 		return errors.New("store cannot create and update together"), store.ErrNotAttempted
 	}
-	errs, err := untilDone(ctx, func() ([2]error, error) {
+	f, follow := m.store.(store.CreateUpdateFollower)
+	follow = follow && a.then != nil
+	errs, err := untilDone(ctx, func() ([4]error, error) {
+		if follow {
+			c, u, p, t := f.CreateThenUpdateThen(ctx, a.key, a.value, a.ttl, key, old, value, store.Followup{
+				Topic: sceneKey(a.then.scene), Key: a.then.marker, Value: a.then.reply(rec), TTL: dedupeTTL,
+			})
+			return [4]error{c, u, p, t}, nil
+		}
 		c, u := cu.CreateThenUpdate(ctx, a.key, a.value, a.ttl, key, old, value)
-		return [2]error{c, u}, nil
+		return [4]error{c, u, store.ErrNotAttempted, store.ErrNotAttempted}, nil
 	})
 	if err != nil {
 		return err, err
 	}
 	createErr, updateErr = errs[0], errs[1]
+	if follow && !errors.Is(errs[3], store.ErrNotAttempted) {
+		a.then.sent, a.then.err = true, errs[3]
+		if errs[2] != nil {
+			m.log.Warn("cannot notify waiting browser", zap.Error(errs[2]))
+		}
+	}
 	if createErr != nil && !errors.Is(createErr, store.ErrExists) && !errors.Is(updateErr, store.ErrNotAttempted) {
 		m.log.Warn("not-me code recorded with the scan, but not confirmed", zap.Error(createErr))
 	}

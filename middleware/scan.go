@@ -23,7 +23,8 @@ import (
 // changes nothing either: the first scan wins.
 //
 // A retry is told apart by the push's dedupe marker, which is stored only
-// once everything the scan does is done (finishScan), and by the scene's
+// once everything the scan does is done (finishScan; or, with a store that
+// can, in one atomic step with the transition and the wake-up), and by the scene's
 // ScanKey, stored with the transition itself. A marker means the first
 // attempt finished and only its answer was lost: the retry gets the stored
 // answer. No marker, and a scene moved by this very push (ScanKey), means
@@ -56,6 +57,7 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 				m.log.Warn("cannot record the login's not-me code; the chat reply will not offer one", zap.Error(err))
 				codes.NotMe = ""
 			}
+			arm.then = m.followupWrite(scene, marker)
 		} else {
 			codes.NotMe = m.offerNotMe(ctx, ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL))
 		}
@@ -109,7 +111,7 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 			case rec.State != StateScanned && rec.State != StateConfirmed:
 				return pushResult{reply: m.cfg.ExpiredReply}
 			case rec.ScanKey == marker:
-				return m.finishScan(ctx, scene, rec, marker)
+				return m.finishScan(ctx, scene, rec, marker, nil)
 			}
 			return pushResult{reply: m.scanReply(rec)} // another scan of the same code
 		case "mismatch":
@@ -123,7 +125,11 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 
 	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
 	m.metrics.Scan(rec.State)
-	return m.finishScan(ctx, scene, rec, marker)
+	var sent *sceneFollowup
+	if arm != nil && arm.then != nil && arm.then.sent {
+		sent = arm.then
+	}
+	return m.finishScan(ctx, scene, rec, marker, sent)
 }
 
 // scanReply is the chat reply to a scan that moved the scene to rec.
@@ -141,13 +147,21 @@ func (m *Middleware) scanReply(rec sceneRecord) string {
 // same way even after the scene is redeemed. Every step may be done again by
 // a copy of the push. A push whose context ended on the way is answered 503
 // though its transition stands, so that WeChat's retry finishes the steps
-// that were cut short.
-func (m *Middleware) finishScan(ctx context.Context, scene string, rec sceneRecord, marker string) pushResult {
+// that were cut short. sent, when not nil, holds the wake-up and marker
+// already sent with the transition (sceneFollowup); they are not sent
+// again.
+func (m *Middleware) finishScan(ctx context.Context, scene string, rec sceneRecord, marker string, sent *sceneFollowup) pushResult {
 	reply := m.scanReply(rec)
 	if rec.State == StateScanned {
 		m.awaitConfirmation(ctx, scene, rec)
 	}
-	if err := m.notifyThenMark(ctx, scene, marker, []byte(reply)); err != nil && !errors.Is(err, store.ErrExists) {
+	var err error
+	if sent != nil {
+		err = sent.err
+	} else {
+		err = m.notifyThenMark(ctx, scene, marker, []byte(reply))
+	}
+	if err != nil && !errors.Is(err, store.ErrExists) {
 		// A store failure is harmless: the scene record answers later
 		// copies while it exists. The deadline is answered 503 below.
 		m.log.Warn("cannot record push dedupe marker", zap.Error(err))
@@ -198,7 +212,7 @@ func (m *Middleware) updateSceneWith(ctx context.Context, scene string, pre *sto
 			a := arm
 			arm = nil
 			var createErr error
-			createErr, err = m.createThenUpdate(ctx, a, sceneKey(scene), raw, updated)
+			createErr, err = m.createThenUpdate(ctx, a, sceneKey(scene), raw, updated, rec)
 			if errors.Is(err, store.ErrNotAttempted) {
 				a.failed(createErr)
 				continue // read and change again, without it

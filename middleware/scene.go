@@ -568,16 +568,13 @@ func (m *Middleware) createScene(w http.ResponseWriter, r *http.Request, method 
 		return
 	}
 
-	if ok, retry := m.allowQR(ctx, m.clientKey(r)); !ok {
+	addrOK, ceilingOK, retry := m.allowCreation(ctx, m.clientKey(r), method)
+	if !addrOK {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusTooManyRequests, "too many login codes requested from this address; try again later")
 		return
 	}
-	allow := m.allowQRCeiling
-	if method == MethodCode {
-		allow = m.allowCodeCeiling
-	}
-	if ok, retry := allow(ctx); !ok {
+	if !ceilingOK {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(retry)))
 		writeError(w, http.StatusServiceUnavailable, "this site is creating too many login codes right now; try again in a minute")
 		return

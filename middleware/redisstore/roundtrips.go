@@ -192,3 +192,175 @@ func (s *Store) TakeIfPrefix(ctx context.Context, key string, prefix []byte) ([]
 	b, _ := value(v, nil, "take")
 	return b, taken == 1, nil
 }
+
+var _ store.PairCounter = (*Store)(nil)
+
+// incrIfWithin is incrWithTTL on KEYS[1] and then, if its count is at
+// most ARGV[2], on KEYS[2]. It returns {first count, second count or 0}.
+var incrIfWithin = redis.NewScript(`
+local n = redis.call("INCR", KEYS[1])
+if n == 1 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then return {n, 0} end
+local m = redis.call("INCR", KEYS[2])
+if m == 1 then redis.call("PEXPIRE", KEYS[2], ARGV[1]) end
+return {n, m}`)
+
+// IncrIfWithin implements store.PairCounter: one script, so one round
+// trip, atomic on the server. On a Cluster, where the two keys may live on
+// different nodes, it is Incr and then, if within limit, Incr.
+func (s *Store) IncrIfWithin(ctx context.Context, first string, limit int64, second string, ttl time.Duration) (firstN, secondN int64, err error) {
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		firstN, err = s.Incr(ctx, first, ttl)
+		if err != nil || firstN > limit {
+			return firstN, 0, err
+		}
+		secondN, err = s.Incr(ctx, second, ttl)
+		return firstN, secondN, err
+	}
+	if ttl < time.Millisecond {
+		return 0, 0, fmt.Errorf("redisstore: ttl %s is shorter than 1ms", ttl)
+	}
+	k1, err := s.key(first)
+	if err != nil {
+		return 0, 0, err
+	}
+	k2, err := s.key(second)
+	if err != nil {
+		return 0, 0, err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, incrIfWithin, []string{k1, k2}, ttl.Milliseconds(), limit)
+		return cmd
+	})
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected script result %v", res)
+	}
+	if err == nil {
+		err = waitErr
+	}
+	if err != nil {
+		return 0, 0, backendError("incr", err)
+	}
+	return res[0], res[1], nil
+}
+
+// decrIfExists takes one off KEYS[1] if it exists.
+var decrIfExists = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then return redis.call("DECR", KEYS[1]) end
+return 0`)
+
+// Uncount implements store.PairCounter.
+func (s *Store) Uncount(ctx context.Context, key string) error {
+	k, err := s.key(key)
+	if err != nil {
+		return err
+	}
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, decrIfExists, []string{k})
+		return cmd
+	})
+	err = cmd.Err()
+	if err == nil {
+		err = waitErr
+	}
+	if err != nil {
+		return backendError("incr", err)
+	}
+	return nil
+}
+
+var _ store.CreateUpdateFollower = (*Store)(nil)
+
+// createSwapFollow is createThenSwap and then, if the swap was made,
+// PUBLISH ARGV[6] on ARGV[5] and SET NX PX of KEYS[3], in one script. It
+// returns {created, the compareAndSwap result, marked (1 or 0)}.
+var createSwapFollow = redis.NewScript(`
+local created = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	created = 1
+end
+local cur = redis.call('GET', KEYS[2])
+if not cur then
+	return {created, 0, 0}
+end
+if cur ~= ARGV[3] then
+	return {created, 1, 0}
+end
+redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+local marked = 0
+if redis.call('SET', KEYS[3], ARGV[7], 'NX', 'PX', ARGV[8]) then
+	marked = 1
+end
+return {created, 2, marked}
+`)
+
+// CreateThenUpdateThen implements store.CreateUpdateFollower: one script,
+// so one round trip, atomic on the server; this instance's subscribers
+// are woken when it returns. On a Cluster, where the keys may live on
+// different nodes, it is CreateThenUpdate and then PublishThenCreate, as
+// are arguments those methods would refuse.
+func (s *Store) CreateThenUpdateThen(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte, then store.Followup) (createErr, updateErr, publishErr, thenErr error) {
+	sequential := func() (error, error, error, error) {
+		createErr, updateErr := s.CreateThenUpdate(ctx, createKey, createValue, ttl, key, old, value)
+		if updateErr != nil {
+			return createErr, updateErr, store.ErrNotAttempted, store.ErrNotAttempted
+		}
+		publishErr, thenErr := s.PublishThenCreate(ctx, then.Topic, then.Key, then.Value, then.TTL)
+		return createErr, updateErr, publishErr, thenErr
+	}
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		return sequential()
+	}
+	if ttl < time.Millisecond || then.TTL < time.Millisecond {
+		return sequential()
+	}
+	ck, err1 := s.key(createKey)
+	k, err2 := s.key(key)
+	mk, err3 := s.key(then.Key)
+	if errors.Join(err1, err2, err3, checkValue(createValue), checkValue(value), checkValue(then.Value)) != nil {
+		return sequential()
+	}
+	n := s.notifications()
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, createSwapFollow, []string{ck, k, mk}, createValue, ttl.Milliseconds(), old, value,
+			n.channel, then.Topic, then.Value, then.TTL.Milliseconds())
+		return cmd
+	})
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 3 {
+		err = fmt.Errorf("unexpected script result %v", res)
+	}
+	if err != nil {
+		return backendError("create", err), store.ErrNotAttempted, store.ErrNotAttempted, store.ErrNotAttempted
+	}
+	created := func(ok int64, op string) error {
+		if ok != 1 {
+			return store.ErrExists
+		}
+		if waitErr != nil {
+			return backendError(op, waitErr)
+		}
+		return nil
+	}
+	createErr = created(res[0], "create")
+	switch res[1] {
+	case casSwapped:
+		n.local.Wake(then.Topic)
+		if waitErr != nil {
+			updateErr = backendError("update", waitErr)
+		}
+		return createErr, updateErr, nil, created(res[2], "create")
+	case casChanged:
+		updateErr = store.ErrChanged
+	case casMissing:
+		updateErr = store.ErrNotFound
+	default:
+		updateErr = fmt.Errorf("redisstore: update: unexpected script result %d", res[1])
+	}
+	return createErr, updateErr, store.ErrNotAttempted, store.ErrNotAttempted
+}

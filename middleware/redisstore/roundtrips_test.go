@@ -116,3 +116,130 @@ func TestTakeIfPrefix(t *testing.T) {
 		t.Fatalf("%d callers took the value", got.Load())
 	}
 }
+
+// TestIncrIfWithin: the first count always, as Incr makes it; the second
+// only while the first is within the limit; Uncount takes one back and
+// never creates a key.
+func TestIncrIfWithin(t *testing.T) {
+	ctx := context.Background()
+	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
+	for i := int64(1); i <= 4; i++ {
+		a, b, err := s.IncrIfWithin(ctx, "addr", 2, "all", 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := min(i, 2)
+		if i > 2 {
+			want = 0
+		}
+		if a != i || b != want {
+			t.Fatalf("call %d: %d, %d; want %d, %d", i, a, b, i, want)
+		}
+	}
+	if n, _ := s.Incr(ctx, "all", time.Minute); n != 3 {
+		t.Fatalf("all = %d after the pair's two counts and one Incr", n)
+	}
+	for _, k := range []string{"addr", "all"} {
+		ttl, err := s.client.PTTL(ctx, s.prefix+k).Result()
+		if err != nil || ttl <= 29*time.Second || ttl > 30*time.Second {
+			t.Fatalf("%s's ttl = %v, %v", k, ttl, err)
+		}
+	}
+	if err := s.Uncount(ctx, "all"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Incr(ctx, "all", time.Minute); n != 3 {
+		t.Fatalf("all = %d after Uncount and Incr", n)
+	}
+	if err := s.Uncount(ctx, "missing"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.client.Exists(ctx, s.prefix+"missing").Result(); err != nil || n != 0 {
+		t.Fatalf("Uncount created a key: %d, %v", n, err)
+	}
+	if _, _, err := s.IncrIfWithin(ctx, "a", 1, "b", time.Microsecond); err == nil {
+		t.Fatal("a ttl under 1ms was accepted")
+	}
+}
+
+// TestCreateThenUpdateThen: CreateThenUpdate's writes; after a swap, the
+// wake-up on both instances and the marker, as PublishThenCreate makes
+// them; after no swap, neither.
+func TestCreateThenUpdateThen(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	a, b := New(newClient(t, srv), prefix), New(newClient(t, srv), prefix)
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	onA, cancelA := a.Subscribe("scene:1")
+	defer cancelA()
+	onB, cancelB := b.Subscribe("scene:1")
+	defer cancelB()
+	syncB, cancelSync := b.Subscribe("sync")
+	defer cancelSync()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if err := a.Publish(ctx, "sync"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-syncB:
+		case <-time.After(50 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("b never heard a's publish")
+			}
+			continue
+		}
+		break
+	}
+	if err := a.Create(ctx, "scene", []byte("old"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	then := store.Followup{Topic: "scene:1", Key: "marker", Value: []byte("reply"), TTL: 40 * time.Second}
+	// The wake-up every subscription gets once Redis confirms it.
+	for _, ch := range []<-chan struct{}{onA, onB} {
+		select {
+		case <-ch:
+		default:
+		}
+	}
+
+	// Not swapped: no wake-up, no marker.
+	c, u, p, m := a.CreateThenUpdateThen(ctx, "code0", []byte("c0"), time.Minute, "scene", []byte("other"), []byte("new"), then)
+	if c != nil || !errors.Is(u, store.ErrChanged) || !errors.Is(p, store.ErrNotAttempted) || !errors.Is(m, store.ErrNotAttempted) {
+		t.Fatalf("changed: %v, %v, %v, %v", c, u, p, m)
+	}
+	select {
+	case <-onA:
+		t.Fatal("woken without a swap")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := a.Get(ctx, "marker"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("marker without a swap: %v", err)
+	}
+	c, u, p, m = a.CreateThenUpdateThen(ctx, "code0", []byte("c0"), time.Minute, "missing", []byte("old"), []byte("new"), then)
+	if !errors.Is(c, store.ErrExists) || !errors.Is(u, store.ErrNotFound) || !errors.Is(p, store.ErrNotAttempted) || !errors.Is(m, store.ErrNotAttempted) {
+		t.Fatalf("missing: %v, %v, %v, %v", c, u, p, m)
+	}
+
+	// Swapped: everything.
+	c, u, p, m = a.CreateThenUpdateThen(ctx, "code", []byte("c1"), 30*time.Second, "scene", []byte("old"), []byte("new"), then)
+	if c != nil || u != nil || p != nil || m != nil {
+		t.Fatalf("swapped: %v, %v, %v, %v", c, u, p, m)
+	}
+	wantWake(t, onA, time.Second, "subscriber on the writing instance")
+	wantWake(t, onB, time.Second, "subscriber on the other instance")
+	for k, want := range map[string]string{"scene": "new", "code": "c1", "marker": "reply"} {
+		if v, err := b.Get(ctx, k); err != nil || string(v) != want {
+			t.Fatalf("%s = %q, %v", k, v, err)
+		}
+	}
+	if ttl, err := a.client.PTTL(ctx, a.prefix+"marker").Result(); err != nil || ttl <= 39*time.Second || ttl > 40*time.Second {
+		t.Fatalf("marker's ttl = %v, %v", ttl, err)
+	}
+
+	// The marker exists already: ErrExists, as Create.
+	c, u, p, m = a.CreateThenUpdateThen(ctx, "code2", []byte("c2"), time.Minute, "scene", []byte("new"), []byte("newer"), then)
+	if c != nil || u != nil || p != nil || !errors.Is(m, store.ErrExists) {
+		t.Fatalf("marker exists: %v, %v, %v, %v", c, u, p, m)
+	}
+}

@@ -67,6 +67,22 @@ type Counter interface {
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 }
 
+// PairCounter is implemented by Counters that can count two events in one
+// round trip to a shared backend (Redis: a script). The middleware uses it,
+// when the store has it, for the two counts a new login code takes: the
+// client address's, then the whole site's.
+type PairCounter interface {
+	Counter
+	// IncrIfWithin does Incr(ctx, first, ttl) and then, only if the count
+	// it returned is at most limit, Incr(ctx, second, ttl), as one atomic
+	// step where the backend allows. secondN is 0 when second was not
+	// counted. On an error, either count may or may not have been made.
+	IncrIfWithin(ctx context.Context, first string, limit int64, second string, ttl time.Duration) (firstN, secondN int64, err error)
+	// Uncount takes back one count an Incr made under key, if key still
+	// exists (it never creates it).
+	Uncount(ctx context.Context, key string) error
+}
+
 // Durable is implemented by stores that never drop an entry before its time
 // to live runs out and keep their entries across restarts: Redis with an
 // eviction policy of noeviction and append-only persistence. The middleware
@@ -126,6 +142,32 @@ type CreateUpdater interface {
 	// their errors as those methods would; when the Create failed
 	// otherwise, no Update was made and updateErr is ErrNotAttempted.
 	CreateThenUpdate(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte) (createErr, updateErr error)
+}
+
+// Followup is what CreateThenUpdateThen does once its Update has swapped
+// the value: Publish(ctx, Topic), then Create(ctx, Key, Value, TTL).
+type Followup struct {
+	Topic string
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// CreateUpdateFollower is implemented by CreateUpdaters that are also the
+// Broadcaster and can, in the same round trip, follow a successful Update
+// with a Publish and a Create. The middleware uses it, when the store is
+// its notifier, for a scan that completes a login: arming the "not me"
+// code, moving the scene, waking the browser and storing the push's dedupe
+// marker, all at once.
+type CreateUpdateFollower interface {
+	CreateUpdater
+	// CreateThenUpdateThen does CreateThenUpdate and then, only if the
+	// Update swapped the value (updateErr is nil), the Publish and the
+	// Create of then, as one atomic step where the backend allows. It
+	// returns the four errors as those methods would; when the Update did
+	// not swap the value, neither Publish nor Create was made, and
+	// publishErr and thenErr are ErrNotAttempted.
+	CreateThenUpdateThen(ctx context.Context, createKey string, createValue []byte, ttl time.Duration, key string, old, value []byte, then Followup) (createErr, updateErr, publishErr, thenErr error)
 }
 
 // ErrNotAttempted is CreateThenUpdate's updateErr when the Create failed

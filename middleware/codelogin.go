@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wechat-login/caddy-wechat-login/internal/ratelimit"
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
@@ -39,7 +38,7 @@ import (
 //	maxLiveCodes / 10^loginCodeLen = 10^6 / 10^10 = 10^-4.
 //
 // maxLiveCodes holds whatever the store: it is the embedded store's
-// capacity, and the creation ceiling (codeCeiling) keeps the codes created
+// capacity, and the creation ceiling (codeCeilingPerMinute) keeps the codes created
 // in any SceneTTL below it with a shared store too. Codes that an attacker
 // creates do not help them: logging their own browser in under their own
 // account gains nothing. Each WeChat account (openid) may send 5 wrong
@@ -74,29 +73,6 @@ const (
 	codeExpiredReply = "这个登录码已失效，请刷新网页，发送新的登录码。\nThis login code has expired: refresh the page and send the new code."
 )
 
-// codeResponse is the JSON answer of POST {prefix}/code.
-type codeResponse struct {
-	Scene     string    `json:"scene"`
-	Code      string    `json:"code"`
-	ExpiresAt time.Time `json:"expires_at"`
-	ExpiresIn int64     `json:"expires_in"`
-	PollURL   string    `json:"poll_url"`
-	EventsURL string    `json:"events_url"`
-}
-
-func (m *Middleware) codeResponse(id string, rec sceneRecord) codeResponse {
-	q := "?scene=" + id
-	exp := time.Unix(rec.ExpiresAt, 0).UTC()
-	return codeResponse{
-		Scene:     id,
-		Code:      rec.Code,
-		ExpiresAt: exp,
-		ExpiresIn: int64(exp.Sub(m.cfg.Now()) / time.Second),
-		PollURL:   m.cfg.Prefix + "/poll" + q,
-		EventsURL: m.cfg.Prefix + "/events" + q,
-	}
-}
-
 // randomLoginCode returns loginCodeLen random decimal digits.
 func randomLoginCode() string {
 	n, err := rand.Int(rand.Reader, big.NewInt(10_000_000_000))
@@ -130,25 +106,11 @@ func (m *Middleware) drawLoginCode(ctx context.Context, scene string, ttl time.D
 	return "", errors.New("no free login code after 5 draws")
 }
 
-// newCodeCeiling makes the per-instance bound on code creation: codes made
-// within SceneTTL, counted by the minute, stay under maxLiveCodes.
-func newCodeCeiling(cfg Config) (*ratelimit.Limiter, int) {
-	minutes := int((cfg.SceneTTL+time.Minute-1)/time.Minute) + 1
-	perMinute := maxLiveCodes / minutes
-	return ratelimit.New(float64(perMinute)/60, perMinute, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1)), perMinute
-}
-
-// allowCodeCeiling applies the ceiling on code creation, on this instance
-// and, with a store that counts across instances, on the whole cluster.
-func (m *Middleware) allowCodeCeiling(ctx context.Context) (bool, time.Duration) {
-	ok, retry := m.codeCeiling.Allow("")
-	if ok {
-		ok, retry = m.allowThisMinute(ctx, "rl:code:all", int64(m.codeCeilingPerMinute))
-	}
-	if !ok {
-		m.metrics.Limited("code_ceiling")
-	}
-	return ok, retry
+// codeCeilingPerMinute bounds code creation so that the codes made within
+// SceneTTL, counted by the minute, stay under maxLiveCodes.
+func codeCeilingPerMinute(sceneTTL time.Duration) int {
+	minutes := int((sceneTTL+time.Minute-1)/time.Minute) + 1
+	return maxLiveCodes / minutes
 }
 
 // qrFailure answers a failed QR creation. WeChat's refusal to make

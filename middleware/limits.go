@@ -106,29 +106,49 @@ func (m *Middleware) stopWaiting(scene string) {
 	m.metrics.Waiting(-1)
 }
 
-// allowCreation applies allowQR's limits for the client address ip and
-// then the ceiling for method (allowQRCeiling's or allowCodeCeiling's),
-// spending each count exactly when calling those two in turn would: the
-// ceiling's not at all when the address is refused. addrOK false means
-// the address was refused, ceilingOK false the ceiling; retry is how long
-// until the refusal ends. When the store can make both shared counts in
-// one round trip (store.PairCounter: Redis), it does; otherwise it calls
-// the two.
-func (m *Middleware) allowCreation(ctx context.Context, ip string, method string) (addrOK, ceilingOK bool, retry time.Duration) {
-	ceiling, ceilingName, ceilingLimit, metric := m.qrCeiling, "rl:qr:all", int64(m.cfg.QRCeiling), "qr_ceiling"
-	if method == MethodCode {
-		ceiling, ceilingName, ceilingLimit, metric = m.codeCeiling, "rl:code:all", int64(m.codeCeilingPerMinute), "code_ceiling"
+// creationCeiling bounds the login scenes of one kind (QR codes, login
+// codes) created a minute, whatever the client addresses: by this
+// instance's token bucket and, with a store that counts across instances,
+// by a count shared by the whole cluster.
+type creationCeiling struct {
+	bucket *ratelimit.Limiter
+	name   string // the shared per-minute count's name
+	limit  int64  // per minute
+	metric string // the limited_total label of a refusal
+}
+
+func newCreationCeiling(perMinute int, name, metric string, now func() time.Time) creationCeiling {
+	return creationCeiling{
+		bucket: ratelimit.New(float64(perMinute)/60, perMinute, ratelimit.WithClock(now), ratelimit.WithMaxKeys(1)),
+		name:   name,
+		limit:  int64(perMinute),
+		metric: metric,
 	}
+}
+
+// ceilingFor returns the ceiling of the scenes made for method.
+func (m *Middleware) ceilingFor(method string) creationCeiling {
+	if method == MethodCode {
+		return m.codeCeiling
+	}
+	return m.qrCeiling
+}
+
+// allowCreation applies allowQR's limits for the client address ip and
+// then method's ceiling (allowCeiling's), spending each count exactly when
+// calling those two in turn would: the ceiling's not at all when the
+// address is refused. addrOK false means the address was refused,
+// ceilingOK false the ceiling; retry is how long until the refusal ends.
+// When the store can make both shared counts in one round trip
+// (store.PairCounter: Redis), it does; otherwise it calls the two.
+func (m *Middleware) allowCreation(ctx context.Context, ip string, method string) (addrOK, ceilingOK bool, retry time.Duration) {
+	c := m.ceilingFor(method)
 	pc, ok := m.store.(store.PairCounter)
 	if !ok {
 		if ok, retry := m.allowQR(ctx, ip); !ok {
 			return false, false, retry
 		}
-		allow := m.allowQRCeiling
-		if method == MethodCode {
-			allow = m.allowCodeCeiling
-		}
-		ok, retry := allow(ctx)
+		ok, retry := m.allowCeiling(ctx, c)
 		return true, ok, retry
 	}
 	if ok, retry := m.qrLimiter.Allow(ip); !ok {
@@ -140,7 +160,7 @@ func (m *Middleware) allowCreation(ctx context.Context, ip string, method string
 	suffix := ":" + strconv.FormatInt(start.Unix(), 10)
 	untilNext := start.Add(time.Minute).Sub(now)
 	addrLimit := int64(math.Ceil(m.cfg.QRRateLimit))
-	addrN, ceilingN, err := pc.IncrIfWithin(ctx, qrAddrName(ip)+suffix, addrLimit, ceilingName+suffix, time.Minute+10*time.Second)
+	addrN, ceilingN, err := pc.IncrIfWithin(ctx, qrAddrName(ip)+suffix, addrLimit, c.name+suffix, time.Minute+10*time.Second)
 	if err != nil {
 		m.log.Warn("cannot count QR creations in the store", zap.Error(err))
 		addrN, ceilingN = 0, 0
@@ -148,19 +168,19 @@ func (m *Middleware) allowCreation(ctx context.Context, ip string, method string
 	if addrN > addrLimit {
 		return false, false, untilNext
 	}
-	if ok, retry := ceiling.Allow(""); !ok {
+	if ok, retry := c.bucket.Allow(""); !ok {
 		// Calling the two in turn, the shared ceiling would not have been
 		// counted: take back its count.
 		if ceilingN > 0 {
-			if err := pc.Uncount(ctx, ceilingName+suffix); err != nil {
+			if err := pc.Uncount(ctx, c.name+suffix); err != nil {
 				m.log.Warn("cannot take back a QR creation count in the store", zap.Error(err))
 			}
 		}
-		m.metrics.Limited(metric)
+		m.metrics.Limited(c.metric)
 		return true, false, retry
 	}
-	if ceilingN > ceilingLimit {
-		m.metrics.Limited(metric)
+	if ceilingN > c.limit {
+		m.metrics.Limited(c.metric)
 		return true, false, untilNext
 	}
 	return true, true, 0
@@ -184,17 +204,17 @@ func (m *Middleware) allowQR(ctx context.Context, ip string) (bool, time.Duratio
 	return m.allowThisMinute(ctx, qrAddrName(ip), int64(math.Ceil(m.cfg.QRRateLimit)))
 }
 
-// allowQRCeiling applies the ceiling on QR codes created by this instance
+// allowCeiling applies a ceiling on the scenes created by this instance
 // and, with a store that counts across instances, by the whole cluster: no
-// number of client addresses may spend more of the account's daily
-// qrcode/create quota than Config.QRCeiling a minute.
-func (m *Middleware) allowQRCeiling(ctx context.Context) (bool, time.Duration) {
-	ok, retry := m.qrCeiling.Allow("")
+// number of client addresses may create more a minute (for QR codes, spend
+// more of the account's daily qrcode/create quota than Config.QRCeiling).
+func (m *Middleware) allowCeiling(ctx context.Context, c creationCeiling) (bool, time.Duration) {
+	ok, retry := c.bucket.Allow("")
 	if ok {
-		ok, retry = m.allowThisMinute(ctx, "rl:qr:all", int64(m.cfg.QRCeiling))
+		ok, retry = m.allowThisMinute(ctx, c.name, c.limit)
 	}
 	if !ok {
-		m.metrics.Limited("qr_ceiling")
+		m.metrics.Limited(c.metric)
 	}
 	return ok, retry
 }

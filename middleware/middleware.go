@@ -73,11 +73,10 @@ type Middleware struct {
 	qrLimiter      *ratelimit.Limiter
 	// oauth runs the OAuth login flows (internal/oauthflow).
 	oauth *oauthflow.Flows
-	// qrCeiling bounds QR creation by this instance, whatever the address;
-	// codeCeiling bounds code creation (see codelogin.go).
-	qrCeiling            *ratelimit.Limiter
-	codeCeiling          *ratelimit.Limiter
-	codeCeilingPerMinute int
+	// qrCeiling and codeCeiling bound the QR codes and the login codes
+	// created, whatever the addresses (see creationCeiling).
+	qrCeiling   creationCeiling
+	codeCeiling creationCeiling
 	// qrRefusedUntil is when a remembered 48001 for QR creation is
 	// forgotten (unix nanoseconds).
 	qrRefusedUntil atomic.Int64
@@ -135,8 +134,8 @@ func New(cfg Config) (*Middleware, error) {
 		Tokens:     cfg.TokenSource,
 	}
 	m.qrLimiter = ratelimit.New(cfg.QRRateLimit/60, cfg.QRRateBurst, ratelimit.WithClock(cfg.Now))
-	m.qrCeiling = ratelimit.New(float64(cfg.QRCeiling)/60, cfg.QRCeiling, ratelimit.WithClock(cfg.Now), ratelimit.WithMaxKeys(1))
-	m.codeCeiling, m.codeCeilingPerMinute = newCodeCeiling(cfg)
+	m.qrCeiling = newCreationCeiling(cfg.QRCeiling, "rl:qr:all", "qr_ceiling", cfg.Now)
+	m.codeCeiling = newCreationCeiling(codeCeilingPerMinute(cfg.SceneTTL), "rl:code:all", "code_ceiling", cfg.Now)
 	m.waiters = &waiters{max: cfg.MaxWaiting}
 	m.store = cfg.Store
 	if m.store == nil {

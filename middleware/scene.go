@@ -496,29 +496,39 @@ func (m *Middleware) pollState(ctx context.Context, id string) (state string, ta
 	return state, nil, nil
 }
 
-// qrResponse is the JSON answer of POST {prefix}/qr.
-type qrResponse struct {
+// sceneAnswer is what the answers of POST {prefix}/qr and POST
+// {prefix}/code share: the scene, its expiry and where to wait on it.
+type sceneAnswer struct {
 	Scene     string    `json:"scene"`
-	QRImage   string    `json:"qr_image"`
-	QRContent string    `json:"qr_content"`
 	ExpiresAt time.Time `json:"expires_at"`
 	ExpiresIn int64     `json:"expires_in"`
 	PollURL   string    `json:"poll_url"`
 	EventsURL string    `json:"events_url"`
 }
 
-func (m *Middleware) qrResponse(id string, rec sceneRecord) qrResponse {
+func (m *Middleware) sceneAnswer(id string, rec sceneRecord) sceneAnswer {
 	q := "?scene=" + id
 	exp := time.Unix(rec.ExpiresAt, 0).UTC()
-	return qrResponse{
+	return sceneAnswer{
 		Scene:     id,
-		QRImage:   m.cfg.Prefix + "/qr.svg" + q,
-		QRContent: rec.QRURL,
 		ExpiresAt: exp,
 		ExpiresIn: int64(exp.Sub(m.cfg.Now()) / time.Second),
 		PollURL:   m.cfg.Prefix + "/poll" + q,
 		EventsURL: m.cfg.Prefix + "/events" + q,
 	}
+}
+
+// qrResponse is the JSON answer of POST {prefix}/qr.
+type qrResponse struct {
+	sceneAnswer
+	QRImage   string `json:"qr_image"`
+	QRContent string `json:"qr_content"`
+}
+
+// codeResponse is the JSON answer of POST {prefix}/code.
+type codeResponse struct {
+	sceneAnswer
+	Code string `json:"code"`
 }
 
 // handleCreateQR serves POST {prefix}/qr: a new login scene with its QR code,
@@ -627,11 +637,12 @@ func (m *Middleware) createScene(w http.ResponseWriter, r *http.Request, method 
 // writeScene answers a scene creation: the QR code's or the login code's
 // JSON, after the scene's kind.
 func (m *Middleware) writeScene(w http.ResponseWriter, id string, rec sceneRecord) {
+	answer := m.sceneAnswer(id, rec)
 	if rec.Code != "" {
-		writeJSON(w, http.StatusOK, m.codeResponse(id, rec))
+		writeJSON(w, http.StatusOK, codeResponse{answer, rec.Code})
 		return
 	}
-	writeJSON(w, http.StatusOK, m.qrResponse(id, rec))
+	writeJSON(w, http.StatusOK, qrResponse{answer, m.cfg.Prefix + "/qr.svg?scene=" + id, rec.QRURL})
 }
 
 func (m *Middleware) setBinding(w http.ResponseWriter, r *http.Request, scene string, exp time.Time) error {

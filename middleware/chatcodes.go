@@ -89,14 +89,11 @@ func chatCode(content string) (string, bool) {
 	s := strings.TrimSpace(content)
 	var b strings.Builder
 	for _, r := range s {
-		switch {
-		case r >= '0' && r <= '9':
-			b.WriteRune(r)
-		case r >= '０' && r <= '９':
-			b.WriteRune('0' + (r - '０'))
-		default:
+		d, ok := asciiDigit(r)
+		if !ok {
 			return "", false
 		}
+		b.WriteByte(d)
 		if b.Len() > chatCodeLen {
 			return "", false
 		}
@@ -107,14 +104,31 @@ func chatCode(content string) (string, bool) {
 	return b.String(), true
 }
 
+// asciiDigit returns the ASCII digit r is, ASCII or full-width (as Chinese
+// input methods type digits).
+func asciiDigit(r rune) (byte, bool) {
+	switch {
+	case r >= '0' && r <= '9':
+		return byte(r), true
+	case r >= '０' && r <= '９':
+		return byte('0' + (r - '０')), true
+	}
+	return 0, false
+}
+
 func sameCode(a, b string) bool {
 	return len(a) == chatCodeLen && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
 // notMeKey names the "not me" record of one scanner's code.
-func notMeKey(openID, code string) string {
-	sum := sha256.Sum256([]byte(openID + "|" + code))
-	return "notme:" + hex.EncodeToString(sum[:16])
+func notMeKey(openID, code string) string { return digestKey("notme:", openID+"|"+code) }
+
+// digestKey names a store record by prefix and the first 128 bits of the
+// SHA-256 of what it is about, so that store keys (visible in a key listing
+// or a Redis MONITOR) never spell openids or codes.
+func digestKey(prefix, about string) string {
+	sum := sha256.Sum256([]byte(about))
+	return prefix + hex.EncodeToString(sum[:16])
 }
 
 // notMeRecord is what a "not me" code ends: the login's scene and the

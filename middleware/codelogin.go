@@ -3,8 +3,6 @@ package middleware
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,12 +81,7 @@ func randomLoginCode() string {
 }
 
 // loginCodeKey names the record that leads from a login code to its scene.
-// The code is hashed so that store keys (visible in a Redis MONITOR or a
-// key listing) do not spell live codes.
-func loginCodeKey(code string) string {
-	sum := sha256.Sum256([]byte("login-code|" + code))
-	return "lcode:" + hex.EncodeToString(sum[:16])
-}
+func loginCodeKey(code string) string { return digestKey("lcode:", "login-code|"+code) }
 
 // drawLoginCode draws a code that no live login holds and records it for
 // scene. Two live logins never share a code.
@@ -152,19 +145,14 @@ func loginCodeAttempt(content string) (string, bool) {
 	var b [maxCodeAttempt]byte
 	n := 0
 	for _, r := range s {
-		switch {
-		case r >= '0' && r <= '9':
-		case r >= '０' && r <= '９':
-			r = '0' + (r - '０')
-		case r == ' ' || r == '\u3000' || r == '-' || r == '－':
+		if r == ' ' || r == '\u3000' || r == '-' || r == '－' {
 			continue
-		default:
+		}
+		d, ok := asciiDigit(r)
+		if !ok || n == len(b) {
 			return "", false
 		}
-		if n == len(b) {
-			return "", false
-		}
-		b[n] = byte(r)
+		b[n] = d
 		n++
 	}
 	if n < minCodeAttempt {
@@ -246,10 +234,7 @@ func (g codeGuesses) lockedFor(now time.Time) time.Duration {
 }
 
 // guessKey names a sender's wrong-code record.
-func guessKey(openID string) string {
-	sum := sha256.Sum256([]byte("code-guesses|" + openID))
-	return "lguess:" + hex.EncodeToString(sum[:16])
-}
+func guessKey(openID string) string { return digestKey("lguess:", "code-guesses|"+openID) }
 
 func (m *Middleware) loadGuesses(ctx context.Context, openID string) (codeGuesses, []byte, error) {
 	raw, err := m.pushStore().Get(ctx, guessKey(openID))

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -140,8 +139,7 @@ func (m *Middleware) handlePush(w http.ResponseWriter, r *http.Request, next htt
 // freshness window makes a query useless after PushMaxAge, so it is
 // remembered for a little over twice that (clocks may differ either way).
 func (m *Middleware) checkPlainReuse(ctx context.Context, p *wechat.Push) (int, string) {
-	q := sha256.Sum256([]byte(p.Signature + "|" + p.Timestamp + "|" + p.Nonce))
-	key := "pushurl:" + hex.EncodeToString(q[:16])
+	key := digestKey("pushurl:", p.Signature+"|"+p.Timestamp+"|"+p.Nonce)
 	sum := sha256.Sum256(p.Body)
 	ttl := 2*m.cfg.PushMaxAge + time.Minute
 	st := m.pushStore()

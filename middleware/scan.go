@@ -239,10 +239,7 @@ func (m *Middleware) notify(ctx context.Context, scene string) {
 }
 
 // confirmKey names, per scanner, the scene waiting for their confirmation.
-func confirmKey(openID string) string {
-	sum := sha256.Sum256([]byte(openID))
-	return "confirm:" + hex.EncodeToString(sum[:16])
-}
+func confirmKey(openID string) string { return digestKey("confirm:", openID) }
 
 // awaitConfirmation remembers which scene the scanner's confirmation code
 // is for: the QR code they scanned last.

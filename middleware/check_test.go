@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,48 +39,11 @@ type setupEnv struct {
 
 func newSetupEnv(t *testing.T, app func(*wechattest.App), opts ...envOption) *setupEnv {
 	t.Helper()
-	fake := wechattest.NewServer(wechattest.Config{})
-	t.Cleanup(fake.Close)
 	core, logs := observer.New(zap.InfoLevel)
 	metrics := &misconfigMetrics{}
-	cfg := Config{
-		AppID:          testAppID,
-		AppSecret:      testSecret,
-		PushToken:      testToken,
-		EncodingAESKey: testAESKey,
-		SessionKeys:    [][]byte{testSessionKey},
-		Endpoint:       fake.Endpoint(),
-		SiteName:       "Example",
-		Logger:         zap.New(core),
-		Metrics:        metrics,
-		QRRateBurst:    100,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	mw, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { _ = mw.Close() })
-	srv := httptest.NewServer(mw.Handler(http.HandlerFunc(echoIdentity)))
-	t.Cleanup(srv.Close)
-	a := wechattest.App{
-		AppID:          testAppID,
-		AppSecret:      testSecret,
-		Token:          testToken,
-		EncodingAESKey: testAESKey,
-		OriginalID:     testGhID,
-		CallbackURL:    srv.URL + "/wechat/callback",
-		Mode:           wechattest.Safe,
-	}
-	if app != nil {
-		app(&a)
-	}
-	if err := fake.AddApp(a); err != nil {
-		t.Fatalf("AddApp: %v", err)
-	}
-	return &setupEnv{testEnv: &testEnv{t: t, fake: fake, mw: mw, srv: srv, cfg: mw.cfg}, logs: logs, metrics: metrics}
+	observed := func(c *Config) { c.Logger, c.Metrics, c.QRRateBurst = zap.New(core), metrics, 100 }
+	env := newEnvWithApp(t, wechattest.Safe, app, append([]envOption{observed}, opts...)...)
+	return &setupEnv{testEnv: env, logs: logs, metrics: metrics}
 }
 
 // check runs the package-level Check on the env's configuration, the way

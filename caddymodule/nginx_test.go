@@ -253,32 +253,11 @@ func TestNginxAuthRequest(t *testing.T) {
 	})
 
 	t.Run("public path passes without a session and without identity", func(t *testing.T) {
-		for _, who := range []*client{newClient(t, ngx.BaseURL), b} {
-			resp, body := who.do(http.MethodGet, "/public/x?y=1", nil, forgedIdentity...)
-			if resp.StatusCode != http.StatusOK || body != "app: /public/x?y=1" {
-				t.Fatalf("public path: %d %q", resp.StatusCode, body)
-			}
-			h := app.hit(t, "public path")
-			h.noForgery(t, "public path")
-			if v := h.header.Get("X-WeChat-OpenID"); v != "" {
-				t.Errorf("public path carried identity %q", v)
-			}
-		}
-		status, body := rawRequest(t, ngxAddr, "/static/a.css", forgedLines()...)
-		if status != http.StatusOK {
-			t.Fatalf("raw public path: %d %q", status, body)
-		}
-		app.hit(t, "raw public path").noForgery(t, "raw public path")
+		gwPublicPaths(t, ngx.BaseURL, app, b)
 	})
 
 	t.Run("non-canonical targets are not public", func(t *testing.T) {
-		for _, raw := range gwOddTargets {
-			status, body := rawRequest(t, ngxAddr, raw, forgedLines()...)
-			if status == http.StatusOK || strings.HasPrefix(body, "app:") {
-				t.Errorf("GET %s without a session: %d %q", raw, status, body)
-			}
-			app.none(t, "GET "+raw)
-		}
+		gwOddTargetsRefused(t, ngxAddr, app)
 	})
 
 	t.Run("forged forwarded headers open nothing", func(t *testing.T) {

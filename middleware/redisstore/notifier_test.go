@@ -384,38 +384,43 @@ func TestNotifierClosedEarly(t *testing.T) {
 	}
 }
 
-// TestPublishThenCreate: the publish wakes subscribers on both instances
-// and the key is created, in one call; a second call still publishes and
-// finds the key there.
-func TestPublishThenCreate(t *testing.T) {
+// subscribedPair returns two stores on one Redis, each subscribed to topic,
+// once Redis has confirmed b's subscriptions (a publish of a's reaches
+// b).
+func subscribedPair(t *testing.T, topic string) (a, b *Store, onA, onB <-chan struct{}) {
+	t.Helper()
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	prefix := uniquePrefix()
-	a, b := New(newClient(t, srv), prefix), New(newClient(t, srv), prefix)
+	a, b = New(newClient(t, srv), prefix), New(newClient(t, srv), prefix)
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	onA, cancelA := a.Subscribe("scene:1")
-	defer cancelA()
-	onB, cancelB := b.Subscribe("scene:1")
-	defer cancelB()
-	// b's subscription is confirmed by Redis once a publish of its own
-	// reaches it through Redis.
+	onA, cancelA := a.Subscribe(topic)
+	t.Cleanup(cancelA)
+	onB, cancelB := b.Subscribe(topic)
+	t.Cleanup(cancelB)
 	syncB, cancelSync := b.Subscribe("sync")
 	defer cancelSync()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	for deadline := time.Now().Add(5 * time.Second); ; {
 		if err := a.Publish(ctx, "sync"); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case <-syncB:
+			return a, b, onA, onB
 		case <-time.After(50 * time.Millisecond):
 			if time.Now().After(deadline) {
 				t.Fatal("b never heard a's publish")
 			}
-			continue
 		}
-		break
 	}
+}
+
+// TestPublishThenCreate: the publish wakes subscribers on both instances
+// and the key is created, in one call; a second call still publishes and
+// finds the key there.
+func TestPublishThenCreate(t *testing.T) {
+	ctx := context.Background()
+	a, b, onA, onB := subscribedPair(t, "scene:1")
 
 	pubErr, err := a.PublishThenCreate(ctx, "scene:1", "marker", []byte("reply"), time.Minute)
 	if pubErr != nil || err != nil {

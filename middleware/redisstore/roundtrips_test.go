@@ -167,30 +167,7 @@ func TestIncrIfWithin(t *testing.T) {
 // them; after no swap, neither.
 func TestCreateThenUpdateThen(t *testing.T) {
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	prefix := uniquePrefix()
-	a, b := New(newClient(t, srv), prefix), New(newClient(t, srv), prefix)
-	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	onA, cancelA := a.Subscribe("scene:1")
-	defer cancelA()
-	onB, cancelB := b.Subscribe("scene:1")
-	defer cancelB()
-	syncB, cancelSync := b.Subscribe("sync")
-	defer cancelSync()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if err := a.Publish(ctx, "sync"); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-syncB:
-		case <-time.After(50 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("b never heard a's publish")
-			}
-			continue
-		}
-		break
-	}
+	a, b, onA, onB := subscribedPair(t, "scene:1")
 	if err := a.Create(ctx, "scene", []byte("old"), time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +23,10 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/wechat/wechattest"
 )
 
-var loadTest = flag.Duration("loadtest", 0, "run the login throughput comparison for this long per setup (e.g. 10s)")
+var (
+	loadTest    = flag.Duration("loadtest", 0, "run the login throughput comparison for this long per setup (e.g. 10s)")
+	loadProfile = flag.String("loadprofile", "", "with -loadtest, write a CPU profile of each Caddy in each setup to this directory")
+)
 
 // TestLoginThroughput compares complete QR logins per second through one
 // Caddy with the embedded store and through two Caddy instances sharing
@@ -39,6 +44,8 @@ func TestLoginThroughput(t *testing.T) {
 	run := func(name string, create, callback *caddyProc, fake *wechattest.Server, rc *goredis.Client) {
 		addFakeApp(t, fake, callback.BaseURL)
 		cpu := newCPUMeter(t, create, callback, rc)
+		profiled := profileCaddies(t, name, *loadTest, create, callback)
+		defer profiled()
 		var logins, failures atomic.Int64
 		var latMu sync.Mutex
 		var lat, scan []time.Duration
@@ -95,8 +102,17 @@ func TestLoginThroughput(t *testing.T) {
 		ra := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), renv...)
 		rb := startCaddy(t, siteWithFake(fake.URL, "127.0.0.1:9", "Load", extra...), renv...)
 		addFakeApp(t, fake, rb.BaseURL)
-		for range workers { // warm-up: connections, script cache, subscriptions
-			loginOnce(t, ra, fake)
+		// Warm-up: as many logins at once as the counted run makes, twice,
+		// so that both instances' connection pools have grown to the
+		// run's concurrency (a new connection's handshake is not a login's
+		// round trip), the scripts are cached and the subscriptions made.
+		for range 2 {
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Add(1)
+				go func() { defer wg.Done(); loginOnce(t, ra, fake) }()
+			}
+			wg.Wait()
 		}
 		rc := persistRedisClient(t, redis)
 		ctx := context.Background()
@@ -132,6 +148,35 @@ func TestLoginThroughput(t *testing.T) {
 		t.Logf("ROUNDTRIPS logins=%d trips=%d per-login=%.2f", ok.Load(), trips, float64(trips)/float64(ok.Load()))
 		t.Logf("COMMANDS per login: %s", callsPerLogin(before, after, ok.Load()))
 	}
+}
+
+// profileCaddies, with -loadprofile, starts a CPU profile of a and b (one
+// when they are the same) over d, written to the directory as
+// <setup>-<A|B>.pprof; the returned func waits for them.
+func profileCaddies(t *testing.T, setup string, d time.Duration, a, b *caddyProc) (wait func()) {
+	if *loadProfile == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for i, c := range []*caddyProc{a, b}[:map[bool]int{true: 1, false: 2}[a == b]] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			secs := max(int(d.Seconds())-1, 1)
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.Admin, secs))
+			if err != nil {
+				t.Logf("profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			name := strings.NewReplacer(" ", "_", ",", "").Replace(setup) + "-" + string(rune('A'+i)) + ".pprof"
+			if err := os.WriteFile(filepath.Join(*loadProfile, name), body, 0o644); err != nil {
+				t.Logf("profile: %v", err)
+			}
+		}()
+	}
+	return wg.Wait
 }
 
 // loginOnce does one complete QR login in a fresh browser.

@@ -114,13 +114,19 @@ func (tc *tripCounter) close() {
 // script runs are counted under their own names as well as under the
 // script's EVAL or EVALSHA.
 func commandCalls(ctx context.Context, rc *goredis.Client) (map[string]int64, error) {
-	info, err := rc.Info(ctx, "commandstats").Result()
+	info, err := rc.Info(ctx, "commandstats", "stats").Result()
 	if err != nil {
 		return nil, err
 	}
 	calls := map[string]int64{}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "total_connections_received:"); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				calls["new connections"] = n
+			}
+			continue
+		}
 		// cmdstat_get:calls=12,usec=...
 		name, rest, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
 		if !ok {

@@ -74,6 +74,11 @@ const (
 	// error. In go-redis, -1 means none; 0 means the default of three.
 	urlMaxRetries    = -1
 	urlDialerRetries = 1
+	// RESP2. With RESP3, go-redis checks every connection for pending push
+	// notifications before each command (an extra read on the socket);
+	// the store uses none of what RESP3 adds, and pub/sub has its own
+	// connection either way. A URL's protocol=3 still chooses RESP3.
+	urlProtocol = 2
 )
 
 // compareAndSwap replaces the value of KEYS[1] with ARGV[2] if it equals

@@ -169,7 +169,7 @@ func parseSingle(rawURL string) (options, error) {
 	if err != nil {
 		return options{}, goRedisError(err, u)
 	}
-	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries, &opt.Protocol)
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = urlMaxRetries
 	}
@@ -286,7 +286,7 @@ func parseSentinel(base, rest string) (options, error) {
 		opt.Username = data.Username()
 		opt.Password, _ = data.Password()
 	}
-	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries, &opt.Protocol)
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = urlMaxRetries
 	}
@@ -319,7 +319,7 @@ func parseCluster(base, rest string) (options, error) {
 	if err != nil {
 		return options{}, goRedisError(err, u)
 	}
-	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries)
+	urlDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout, &opt.DialerRetries, &opt.Protocol)
 	// Unlike the other clients, a cluster client must retry: a MOVED or
 	// ASK answer (a slot that moved, a resharding in progress) or
 	// CLUSTERDOWN and TRYAGAIN mean the command did not run and must be
@@ -438,7 +438,7 @@ func hideUnsafe(err error) error {
 // urlDefaults fills the timeouts and dial retries a URL left unset. The
 // single-server, Sentinel and Cluster options are different types with the
 // same fields, so it takes the fields.
-func urlDefaults(dial, read, write, pool *time.Duration, dialerRetries *int) {
+func urlDefaults(dial, read, write, pool *time.Duration, dialerRetries, protocol *int) {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -449,5 +449,8 @@ func urlDefaults(dial, read, write, pool *time.Duration, dialerRetries *int) {
 	}
 	if *dialerRetries == 0 {
 		*dialerRetries = urlDialerRetries
+	}
+	if *protocol == 0 {
+		*protocol = urlProtocol
 	}
 }

@@ -269,3 +269,33 @@ func TestNewClientKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestParseURLProtocol: RESP2 unless the URL asks for RESP3, for each
+// kind of URL.
+func TestParseURLProtocol(t *testing.T) {
+	protocol := func(o options) int {
+		switch {
+		case o.single != nil:
+			return o.single.Protocol
+		case o.failover != nil:
+			return o.failover.Protocol
+		default:
+			return o.cluster.Protocol
+		}
+	}
+	for _, base := range []string{"redis://h1/0", "redis-sentinel://h1,h2/0?master_name=m", "redis-cluster://h1,h2"} {
+		for query, want := range map[string]int{"": 2, "protocol=3": 3, "protocol=2": 2} {
+			url := base
+			if query != "" {
+				url += map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")] + query
+			}
+			o, err := parseURL(url)
+			if err != nil {
+				t.Fatalf("%s: %v", url, err)
+			}
+			if got := protocol(o); got != want {
+				t.Errorf("%s: protocol %d, want %d", url, got, want)
+			}
+		}
+	}
+}

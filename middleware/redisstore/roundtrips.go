@@ -21,28 +21,57 @@ var (
 	_ store.PrefixTaker   = (*Store)(nil)
 )
 
-// GetMany implements store.MultiGetter with a pipeline of GETs: one round
-// trip to one server (on a Cluster, one per node the keys live on).
+// GetMany implements store.MultiGetter with one MGET: one round trip and
+// one command. On a Cluster, where the keys may live on different nodes,
+// it is a pipeline of GETs (one round trip per node the keys live on).
 func (s *Store) GetMany(ctx context.Context, keys ...string) ([][]byte, []error) {
 	vals := make([][]byte, len(keys))
 	errs := make([]error, len(keys))
-	cmds := make([]*redis.StringCmd, len(keys))
-	pipe := s.client.Pipeline()
+	valid := make([]string, 0, len(keys))
+	at := make([]int, 0, len(keys)) // the index in keys of each of valid
 	for i, key := range keys {
 		k, err := s.key(key)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		cmds[i] = pipe.Get(ctx, k)
+		valid = append(valid, k)
+		at = append(at, i)
 	}
-	if pipe.Len() > 0 {
+	if len(valid) == 0 {
+		return vals, errs
+	}
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		cmds := make([]*redis.StringCmd, len(valid))
+		pipe := s.client.Pipeline()
+		for j, k := range valid {
+			cmds[j] = pipe.Get(ctx, k)
+		}
 		_, _ = pipe.Exec(ctx) // each command holds its own error
-	}
-	for i, cmd := range cmds {
-		if cmd != nil {
+		for j, cmd := range cmds {
 			v, err := cmd.Result()
-			vals[i], errs[i] = value(v, err, "get")
+			vals[at[j]], errs[at[j]] = value(v, err, "get")
+		}
+		return vals, errs
+	}
+	got, err := s.client.MGet(ctx, valid...).Result()
+	if err == nil && len(got) != len(valid) {
+		err = fmt.Errorf("%d values for %d keys", len(got), len(valid))
+	}
+	for j := range valid {
+		i := at[j]
+		switch {
+		case err != nil:
+			vals[i], errs[i] = value("", err, "get")
+		case got[j] == nil:
+			errs[i] = store.ErrNotFound
+		default:
+			v, ok := got[j].(string)
+			if !ok {
+				errs[i] = fmt.Errorf("redisstore: get: unexpected value %T", got[j])
+				continue
+			}
+			vals[i], errs[i] = value(v, nil, "get")
 		}
 	}
 	return vals, errs

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,22 +14,52 @@ import (
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
 )
 
-// TestGetMany: each key's value or error at its index, as Get gives them.
+// TestGetMany: each key's value or error at its index, as Get gives them,
+// from one server (MGET) and from a Cluster, where the keys live on
+// different nodes (a pipeline of GETs).
 func TestGetMany(t *testing.T) {
 	ctx := context.Background()
-	s := New(newClient(t, redistest.Start(t)), uniquePrefix())
-	if err := s.Create(ctx, "a", []byte("1"), time.Minute); err != nil {
-		t.Fatal(err)
+	stores := map[string]func() *Store{
+		"single":  func() *Store { return New(newClient(t, redistest.Start(t)), uniquePrefix()) },
+		"cluster": func() *Store { return New(urlClient(t, redistest.StartCluster(t).URL()), uniquePrefix()) },
 	}
-	vals, errs := s.GetMany(ctx, "a", "missing", strings.Repeat("k", maxKeyLen+1))
-	if errs[0] != nil || string(vals[0]) != "1" {
-		t.Fatalf("a: %q, %v", vals[0], errs[0])
-	}
-	if !errors.Is(errs[1], store.ErrNotFound) || vals[1] != nil {
-		t.Fatalf("missing: %q, %v", vals[1], errs[1])
-	}
-	if errs[2] == nil {
-		t.Fatal("an overlong key was accepted")
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			s := open()
+			keys := []string{"a", "b", "c", "d", "e", "f"} // several slots
+			for i, k := range keys {
+				if err := s.Create(ctx, k, []byte{'0' + byte(i)}, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Create(ctx, "empty", nil, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			ask := append(slices.Clone(keys), "missing", strings.Repeat("k", maxKeyLen+1), "empty")
+			vals, errs := s.GetMany(ctx, ask...)
+			if len(vals) != len(ask) || len(errs) != len(ask) {
+				t.Fatalf("%d values, %d errors for %d keys", len(vals), len(errs), len(ask))
+			}
+			for i, k := range keys {
+				if errs[i] != nil || string(vals[i]) != string('0'+rune(i)) {
+					t.Fatalf("%s: %q, %v", k, vals[i], errs[i])
+				}
+			}
+			n := len(keys)
+			if !errors.Is(errs[n], store.ErrNotFound) || vals[n] != nil {
+				t.Fatalf("missing: %q, %v", vals[n], errs[n])
+			}
+			if errs[n+1] == nil || errors.Is(errs[n+1], store.ErrNotFound) {
+				t.Fatalf("an overlong key: %v", errs[n+1])
+			}
+			if errs[n+2] != nil || vals[n+2] == nil || len(vals[n+2]) != 0 {
+				t.Fatalf("empty value: %q (nil %v), %v", vals[n+2], vals[n+2] == nil, errs[n+2])
+			}
+			// Only invalid keys: no call, each key's own error.
+			if _, errs := s.GetMany(ctx, ""); errs[0] == nil {
+				t.Fatal("an empty key was accepted")
+			}
+		})
 	}
 }
 

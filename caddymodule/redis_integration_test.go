@@ -34,8 +34,9 @@ func addFakeApp(t *testing.T, fake *wechattest.Server, callbackBase string) {
 
 // TestCaddyTwoInstancesShareRedis: the QR code is created on instance A,
 // WeChat's push lands on instance B, and the browser waiting on A hears of it
-// within 100 ms of B acknowledging the push. Logging out on B ends the
-// session on A.
+// within 100 ms of B acknowledging the push, as does a browser whose scan
+// B took before its first wait on A. Logging out on B ends the session on
+// A.
 func TestCaddyTwoInstancesShareRedis(t *testing.T) {
 	redis := redistest.Start(t)
 	fake := wechattest.NewServer(wechattest.Config{})
@@ -72,6 +73,22 @@ func TestCaddyTwoInstancesShareRedis(t *testing.T) {
 	}
 	if p.status["status"] != "confirmed" {
 		t.Fatalf("poll on A: %v", p.status)
+	}
+
+	// A scan that B takes between A's answer and the browser's first wait
+	// on A (which starts without reading Redis: A has watched the scene
+	// since it made it) is answered at once, not after the wait.
+	other := newClient(t, a.BaseURL)
+	qr2 := l.createQR(other)
+	if d, err := fake.Scan(context.Background(), itAppID, qr2["qr_content"].(string), "bob"); err != nil || d.Status != wechattest.StatusReplied {
+		t.Fatalf("second scan pushed to B: %v %+v", err, d)
+	}
+	start := time.Now()
+	if s := pollStatus(t, other, qr2["scene"].(string), 20); s["status"] != "confirmed" {
+		t.Fatalf("first wait on A after B's scan: %v", s)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("first wait on A after B's scan answered after %v", d)
 	}
 
 	// The session works on both instances (the cookie jar sends it to

@@ -198,17 +198,15 @@ func (b *browser) cookie(base string) *http.Cookie {
 	return nil
 }
 
-// waitForWaiters blocks until n browsers wait on the notifier.
+// waitForWaiters blocks until n browsers wait (long-polls and event
+// streams holding a waiting slot; the scenes watched since their creation
+// are not browsers).
 func (e *testEnv) waitForWaiters(n int) {
 	e.t.Helper()
-	ln, ok := e.mw.notifier.(*LocalNotifier)
-	if !ok {
-		return
-	}
 	deadline := time.Now().Add(5 * time.Second)
-	for ln.Waiting() < n {
+	for e.mw.waiters.total.Load() < int64(n) {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("only %d of %d browsers waiting", ln.Waiting(), n)
+			e.t.Fatalf("only %d of %d browsers waiting", e.mw.waiters.total.Load(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}

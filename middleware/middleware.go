@@ -81,6 +81,7 @@ type Middleware struct {
 	// forgotten (unix nanoseconds).
 	qrRefusedUntil atomic.Int64
 	waiters        *waiters
+	fresh          freshScenes // scenes watched since this instance made them
 	csrf           *http.CrossOriginProtection
 	metrics        Metrics
 	page           *loginpage.Renderer
@@ -172,6 +173,7 @@ func (m *Middleware) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
 		close(m.done)
+		m.fresh.close()
 		if m.ownStore {
 			err = m.store.Close()
 		}

@@ -629,6 +629,8 @@ func (m *Middleware) createScene(w http.ResponseWriter, r *http.Request, method 
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
+	// Before the answer leaves: from here on, every change is heard.
+	m.fresh.add(m.notifier, id, rec.ExpiresAt, m.cfg.Now().Unix())
 	m.log.Debug("login scene created", zap.String("scene", id[:8]), zap.String("method", method))
 	m.metrics.SceneCreated()
 	m.writeScene(w, id, rec)
@@ -822,6 +824,7 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 
 	var wake <-chan struct{}
 	var deadline <-chan time.Time
+	unchanged := false // the scene is known to be pending, unread
 	if wait > 0 {
 		// Subscribe before reading, so a change between the read and the
 		// wait is not missed.
@@ -829,16 +832,21 @@ func (m *Middleware) handlePoll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer m.stopWaiting(id)
-		ch, cancel := m.notifier.Subscribe(sceneKey(id))
+		ch, cancel, fresh, _ := m.subscribeScene(id)
 		defer cancel()
-		wake = ch
+		wake, unchanged = ch, fresh
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		deadline = timer.C
 	}
 	first := ""
 	for {
-		state, taken, err := m.pollState(ctx, id)
+		state, taken, err := StatePending, []byte(nil), error(nil)
+		if unchanged {
+			unchanged = false
+		} else {
+			state, taken, err = m.pollState(ctx, id)
+		}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			writeStatus(w, StateExpired)
@@ -980,7 +988,7 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer m.stopWaiting(id)
-	wake, cancel := m.notifier.Subscribe(sceneKey(id))
+	wake, cancel, unchanged, freshExp := m.subscribeScene(id)
 	defer cancel()
 
 	h := w.Header()
@@ -1001,7 +1009,12 @@ func (m *Middleware) handleEvents(w http.ResponseWriter, r *http.Request) {
 	var expiry time.Time // on the real clock, which timers run on
 	var last string
 	for {
-		status, exp, err := m.sceneState(ctx, id)
+		status, exp, err := StatePending, freshExp, error(nil)
+		if unchanged {
+			unchanged = false
+		} else {
+			status, exp, err = m.sceneState(ctx, id)
+		}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			status = StateExpired

@@ -152,7 +152,8 @@ func TestLoginThroughput(t *testing.T) {
 
 // profileCaddies, with -loadprofile, starts a CPU profile of a and b (one
 // when they are the same) over d, written to the directory as
-// <setup>-<A|B>.pprof; the returned func waits for them.
+// <setup>-<A|B>.pprof, followed by a heap profile (<setup>-<A|B>.heap.pprof);
+// the returned func waits for them.
 func profileCaddies(t *testing.T, setup string, d time.Duration, a, b *caddyProc) (wait func()) {
 	if *loadProfile == "" {
 		return func() {}
@@ -170,9 +171,20 @@ func profileCaddies(t *testing.T, setup string, d time.Duration, a, b *caddyProc
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
-			name := strings.NewReplacer(" ", "_", ",", "").Replace(setup) + "-" + string(rune('A'+i)) + ".pprof"
-			if err := os.WriteFile(filepath.Join(*loadProfile, name), body, 0o644); err != nil {
+			name := strings.NewReplacer(" ", "_", ",", "").Replace(setup) + "-" + string(rune('A'+i))
+			if err := os.WriteFile(filepath.Join(*loadProfile, name+".pprof"), body, 0o644); err != nil {
 				t.Logf("profile: %v", err)
+			}
+			// And the heap, as the run leaves it.
+			resp, err = http.Get(fmt.Sprintf("http://%s/debug/pprof/heap", c.Admin))
+			if err != nil {
+				t.Logf("heap profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ = io.ReadAll(resp.Body)
+			if err := os.WriteFile(filepath.Join(*loadProfile, name+".heap.pprof"), body, 0o644); err != nil {
+				t.Logf("heap profile: %v", err)
 			}
 		}()
 	}

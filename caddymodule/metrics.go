@@ -72,9 +72,14 @@ var (
 		Help: "Entries the embedded store dropped before they expired, to make room (pending logins and OAuth states; never logouts).",
 	}, embeddedStores.evictions)
 
+	storeBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "wechat_login", Name: "store_allocated_bytes",
+		Help: "Memory the embedded store has allocated for its queues, resident or only reserved. It grows, up to a limit for each class of time to live in use, and is not given back while the store is open; the resident part grows as the reserved queues are first written through.",
+	}, embeddedStores.allocated)
+
 	allCollectors = []prometheus.Collector{
 		scenesCreated, scans, duplicatePushes, pushRejections, logins, loginsDenied, logouts, wechatFailures,
-		wechatCalls, waiting, limited, evictions, misconfigured,
+		wechatCalls, waiting, limited, evictions, misconfigured, storeBytes,
 	}
 )
 
@@ -145,6 +150,16 @@ func (s *storeSet) evictions() float64 {
 	n := s.gone
 	for st := range s.live {
 		n += st.Stats().Evictions
+	}
+	return float64(n)
+}
+
+func (s *storeSet) allocated() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for st := range s.live {
+		n += st.Stats().AllocatedBytes
 	}
 	return float64(n)
 }

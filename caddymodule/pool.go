@@ -83,20 +83,43 @@ func (h *Handler) storeConfig(repl *caddy.Replacer) (storeConfig, error) {
 const maxSessionTTL = 30 * 24 * time.Hour
 
 // embeddedPendingLogins is how many pending logins the embedded store
-// keeps without evicting any: a million, in about 240 MB once they are all
-// there (BenchmarkMillionPendingScenes).
+// keeps without evicting any: a million (BenchmarkMillionPendingScenes).
 const embeddedPendingLogins = 1_000_000
 
-// embeddedStoreConfig is the embedded store's configuration: room for
-// embeddedPendingLogins entries, made at once only for the class of the
-// scenes' time to live (sceneTTL, zero for the default of five minutes),
-// where they would otherwise be copied as the queues double; and
-// revocations' times to live up to the longest session.
-func embeddedStoreConfig(sceneTTL time.Duration) bigcachestore.Config {
+// embeddedReservedLogins is how many of them the store makes room for at
+// once, at the least: the pending logins a qr_ceiling allows (QR codes a
+// minute, times the minutes a login stays pending), up to all of them.
+// More would be heap from the first login on, and the garbage collector
+// lets as much garbage again pile up before it collects: made for the whole
+// million at once (about 350 MB), a Caddy that answered 60 MB before its
+// first login answered 440 MB under load after it. The default qr_ceiling
+// allows a few hundred pending logins; a site that raises it to a million
+// gets its million made at once, not by doubling queues.
+const embeddedReservedLogins = 16_384
+
+// embeddedStoreConfig is the embedded store's configuration for cfg: room
+// for embeddedPendingLogins entries, of which what cfg's QR ceiling allows
+// (at least embeddedReservedLogins) is made at once for the class of the
+// scenes' time to live; and revocations' times to live up to the longest
+// session.
+func embeddedStoreConfig(cfg middleware.Config) bigcachestore.Config {
+	sceneTTL := cfg.SceneTTL
 	if sceneTTL <= 0 {
 		sceneTTL = 5 * time.Minute
 	}
-	return bigcachestore.Config{MaxEntries: embeddedPendingLogins, ReserveTTL: sceneTTL, MaxTTL: maxSessionTTL + time.Hour}
+	minutes := int64(sceneTTL/time.Minute) + 1
+	reserve := int64(embeddedReservedLogins)
+	if c := int64(cfg.QRCeiling); c > 0 && c <= embeddedPendingLogins {
+		reserve = max(reserve, min(c*minutes, embeddedPendingLogins))
+	} else if c > embeddedPendingLogins {
+		reserve = embeddedPendingLogins
+	}
+	return bigcachestore.Config{
+		MaxEntries:     embeddedPendingLogins,
+		ReserveTTL:     sceneTTL,
+		ReserveEntries: int(reserve),
+		MaxTTL:         maxSessionTTL + time.Hour,
+	}
 }
 
 func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*sharedState, error) {
@@ -120,7 +143,7 @@ func newSharedState(cfg middleware.Config, sc storeConfig, withSandbox bool) (*s
 		st.store = s // and its notifier: a store.Broadcaster
 		st.closers = []func() error{s.Close}
 	default:
-		s, err := bigcachestore.New(embeddedStoreConfig(cfg.SceneTTL))
+		s, err := bigcachestore.New(embeddedStoreConfig(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("create store: %w", err)
 		}

@@ -135,6 +135,16 @@ type Config struct {
 	// Zero: every class is made for MaxEntries at once.
 	ReserveTTL time.Duration
 
+	// ReserveEntries, when MaxEntries is set, is how many entries the
+	// classes made at once are made for, if fewer than MaxEntries: their
+	// queues then grow by doubling beyond it, up to the same limit. What
+	// is made at once is heap from the start, and the garbage collector
+	// lets as much garbage again pile up before it collects: in a process
+	// that serves other traffic too (Caddy), a reservation for a million
+	// entries made at the first login keeps some hundreds of megabytes of
+	// garbage resident. Zero: MaxEntries.
+	ReserveEntries int
+
 	// MaxTTL is the longest time to live callers use; Create with a
 	// longer one fails. Default DefaultMaxTTL. It costs nothing by itself:
 	// entries are freed by their own time to live (see the package
@@ -227,10 +237,19 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 		return nil, fmt.Errorf("bigcachestore: MaxTTL %s is negative", cfg.MaxTTL)
 	case cfg.ValueSize < 0 || cfg.ValueSize > maxValueLen:
 		return nil, fmt.Errorf("bigcachestore: ValueSize %d is outside [0, %d]", cfg.ValueSize, maxValueLen)
+	case cfg.ReserveEntries < 0 || cfg.ReserveEntries > cfg.MaxEntries:
+		return nil, fmt.Errorf("bigcachestore: ReserveEntries %d is outside [0, MaxEntries %d]", cfg.ReserveEntries, cfg.MaxEntries)
 	}
 	reserve := cfg.MaxEntries != 0
 	if !reserve {
 		cfg.MaxEntries = DefaultMaxEntries
+	}
+	reserveEntries := 0
+	if reserve {
+		reserveEntries = cfg.MaxEntries
+		if cfg.ReserveEntries > 0 {
+			reserveEntries = cfg.ReserveEntries
+		}
 	}
 	if cfg.MaxTTL == 0 {
 		cfg.MaxTTL = DefaultMaxTTL
@@ -241,7 +260,7 @@ func newStore(cfg Config, hash func(string) uint64) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{hash: hash, check: maphash.MakeSeed(), now: cfg.Now, maxTTL: cfg.MaxTTL, size: newSizing(cfg.MaxEntries, cfg.ValueSize, reserve), reserveClass: -1}
+	s := &Store{hash: hash, check: maphash.MakeSeed(), now: cfg.Now, maxTTL: cfg.MaxTTL, size: newSizing(cfg.MaxEntries, cfg.ValueSize, reserveEntries), reserveClass: -1}
 	if reserve && cfg.ReserveTTL > 0 {
 		s.reserveClass, _ = s.classOf(cfg.ReserveTTL)
 	}
@@ -332,13 +351,13 @@ type sizing struct {
 	writeSize, initialPerShard int
 }
 
-// newSizing sizes the classes for maxEntries; reserve makes their queues
+// newSizing sizes the classes for maxEntries; reserveEntries, if not zero, makes their queues
 // for that many entries from the start.
-func newSizing(maxEntries, valueSize int, reserve bool) sizing {
+func newSizing(maxEntries, valueSize, reserveEntries int) sizing {
 	shards, limitMB, writeSize := sizeCache(maxEntries, valueSize)
 	z := sizing{shards: shards, limitMB: limitMB, writeSize: writeSize, initialPerShard: indexHint}
-	if reserve {
-		z.initialPerShard = int(math.Ceil(shardShare(maxEntries, shards)))
+	if reserveEntries > 0 {
+		z.initialPerShard = max(indexHint, int(math.Ceil(shardShare(reserveEntries, shards))))
 	}
 	return z
 }

@@ -9,6 +9,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,10 @@ func TestNewConfig(t *testing.T) {
 		{"negative ttl", Config{MaxTTL: -time.Second}, "MaxTTL"},
 		{"negative value size", Config{ValueSize: -1}, "ValueSize"},
 		{"huge value size", Config{ValueSize: maxValueLen + 1}, "ValueSize"},
+		{"part reserved", Config{MaxEntries: 100, ReserveEntries: 10}, ""},
+		{"negative reserve", Config{MaxEntries: 100, ReserveEntries: -1}, "ReserveEntries"},
+		{"reserve past MaxEntries", Config{MaxEntries: 100, ReserveEntries: 101}, "ReserveEntries"},
+		{"reserve without MaxEntries", Config{ReserveEntries: 10}, "ReserveEntries"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -488,5 +493,24 @@ func TestReserveTTL(t *testing.T) {
 	}
 	if other*20 > reserved {
 		t.Fatalf("a class outside ReserveTTL's made %d bytes at once, the reserved one %d", other, reserved)
+	}
+	// ReserveEntries: made for that many at once, and still room for
+	// MaxEntries as the queues grow.
+	part := Config{MaxEntries: entries, ReserveTTL: 5 * time.Minute, ReserveEntries: entries / 10, MaxTTL: time.Hour}
+	if got := allocated(part, 5*time.Minute); got*5 > reserved || got*20 < reserved {
+		t.Fatalf("reserved for a tenth: %d bytes, for all: %d", got, reserved)
+	}
+	s, err := New(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range entries {
+		if err := s.Create(ctx, strconv.Itoa(i), make([]byte, DefaultValueSize), 5*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Evictions != 0 || st.Entries != entries {
+		t.Fatalf("after %d entries: %+v", entries, st)
 	}
 }

@@ -14,6 +14,12 @@ type Notifier interface {
 	// value for every Publish of topic that happens after Subscribe returns
 	// (coalesced: several publishes may give one value). cancel releases the
 	// subscription and must be called.
+	//
+	// The middleware subscribes to each scene it creates and may hold that
+	// subscription until the scene expires (up to 16,384 at once), so that
+	// the browser's first wait needs no read of the store: Subscribe should
+	// be a local registration, as it is in the Redis store (one channel
+	// subscribed at start), not a round trip.
 	Subscribe(topic string) (ch <-chan struct{}, cancel func())
 
 	// Publish wakes every current subscriber of topic.

@@ -398,21 +398,30 @@ func subscribedPair(t *testing.T, topic string) (a, b *Store, onA, onB <-chan st
 	t.Cleanup(cancelA)
 	onB, cancelB := b.Subscribe(topic)
 	t.Cleanup(cancelB)
-	syncB, cancelSync := b.Subscribe("sync")
-	defer cancelSync()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if err := a.Publish(ctx, "sync"); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-syncB:
-			return a, b, onA, onB
-		case <-time.After(50 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("b never heard a's publish")
+	// Each side's notifier subscribes in the background and wakes its
+	// subscribers once when Redis confirms: wait until each has heard the
+	// other through Redis, which comes after its confirmation, so that no
+	// such wake-up arrives after this returns.
+	heard := func(from, to *Store, sync string) {
+		ch, cancel := to.Subscribe(sync)
+		defer cancel()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			if err := from.Publish(ctx, sync); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ch:
+				return
+			case <-time.After(50 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatalf("%s never heard a publish through Redis", sync)
+				}
 			}
 		}
 	}
+	heard(a, b, "sync-b")
+	heard(b, a, "sync-a")
+	return a, b, onA, onB
 }
 
 // TestPublishThenCreate: the publish wakes subscribers on both instances

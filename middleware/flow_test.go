@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -28,27 +27,10 @@ func TestEventsStream(t *testing.T) {
 	qr := b.createQR("/x")
 	scene := qr["scene"].(string)
 
-	req, _ := http.NewRequest(http.MethodGet, env.srv.URL+qr["events_url"].(string), nil)
-	resp, err := b.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, events := b.events(qr["events_url"].(string))
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
-	events := make(chan string, 10)
-	go func() {
-		defer close(events)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				var v map[string]string
-				_ = json.Unmarshal([]byte(data), &v)
-				events <- v["status"]
-			}
-		}
-	}()
 	if got := <-events; got != StatePending {
 		t.Fatalf("first event %q, want pending", got)
 	}

@@ -1,12 +1,9 @@
 package middleware
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,7 +112,7 @@ func TestFirstWaitReadsNoScene(t *testing.T) {
 			env, reads := newSceneReadsEnv(t)
 			b := env.browser()
 			qr := b.createQR("/x")
-			got := waitOn(t, env, b, qr, kind)
+			got := waitOn(b, qr, kind)
 			env.waitForWaiters(1)
 			if kind == "events" {
 				if s := <-got; s != StatePending {
@@ -164,7 +161,7 @@ func TestChangeBeforeFirstWait(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			got := waitOn(t, env, b, qr, kind)
+			got := waitOn(b, qr, kind)
 			select {
 			case s := <-got:
 				if s != StateConfirmed {
@@ -182,34 +179,16 @@ func TestChangeBeforeFirstWait(t *testing.T) {
 
 // waitOn starts the browser's wait on qr's scene, a long-poll of 10 s or
 // an event stream, and returns the states it reports.
-func waitOn(t *testing.T, env *testEnv, b *browser, qr map[string]any, kind string) <-chan string {
-	t.Helper()
-	got := make(chan string, 10)
+func waitOn(b *browser, qr map[string]any, kind string) <-chan string {
 	if kind == "poll" {
-		var once sync.Once
+		got := make(chan string, 1)
 		go func() {
-			resp := b.poll(qr["scene"].(string), 10)
 			var v map[string]string
-			_ = json.Unmarshal(resp.body, &v)
-			once.Do(func() { got <- v["status"] })
+			_ = json.Unmarshal(b.poll(qr["scene"].(string), 10).body, &v)
+			got <- v["status"]
 		}()
 		return got
 	}
-	req, _ := http.NewRequest(http.MethodGet, env.srv.URL+qr["events_url"].(string), nil)
-	resp, err := b.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				var v map[string]string
-				_ = json.Unmarshal([]byte(data), &v)
-				got <- v["status"]
-			}
-		}
-	}()
-	return got
+	_, states := b.events(qr["events_url"].(string))
+	return states
 }

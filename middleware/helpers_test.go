@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -196,6 +197,32 @@ func (b *browser) cookie(base string) *http.Cookie {
 		}
 	}
 	return nil
+}
+
+// events opens the event stream at path (a scene's events_url) and returns
+// its response and the status of each event, in order; the channel is
+// closed when the stream ends. The stream is closed when the test ends.
+func (b *browser) events(path string) (*http.Response, <-chan string) {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, b.env.srv.URL+path, nil)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { resp.Body.Close() })
+	states := make(chan string, 10)
+	go func() {
+		defer close(states)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var v map[string]string
+				_ = json.Unmarshal([]byte(data), &v)
+				states <- v["status"]
+			}
+		}
+	}()
+	return resp, states
 }
 
 // waitForWaiters blocks until n browsers wait (long-polls and event

@@ -77,25 +77,6 @@ func (s *Store) GetMany(ctx context.Context, keys ...string) ([][]byte, []error)
 	return vals, errs
 }
 
-// createThenSwap is Create (SET NX PX) on KEYS[1] and then, if that did
-// not fail, compareAndSwap on KEYS[2], in one script. It returns {created
-// (1 or 0), the compareAndSwap result}.
-var createThenSwap = redis.NewScript(`
-local created = 0
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	created = 1
-end
-local cur = redis.call('GET', KEYS[2])
-if not cur then
-	return {created, 0}
-end
-if cur ~= ARGV[3] then
-	return {created, 1}
-end
-redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
-return {created, 2}
-`)
-
 // CreateThenUpdate implements store.CreateUpdater: one script, so one
 // round trip, atomic on the server. On a Cluster, where the two keys may
 // live on different nodes, it is Create and then Update.
@@ -130,7 +111,7 @@ func (s *Store) CreateThenUpdate(ctx context.Context, createKey string, createVa
 	}
 	var cmd *redis.Cmd
 	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
-		cmd = script(ctx, c, createThenSwap, []string{ck, k}, createValue, ttl.Milliseconds(), old, value)
+		cmd = script(ctx, c, createSwapFollow, []string{ck, k}, createValue, ttl.Milliseconds(), old, value)
 		return cmd
 	})
 	res, err := cmd.Int64Slice()
@@ -303,28 +284,39 @@ func (s *Store) Uncount(ctx context.Context, key string) error {
 
 var _ store.CreateUpdateFollower = (*Store)(nil)
 
-// createSwapFollow is createThenSwap and then, if the swap was made,
-// PUBLISH ARGV[6] on ARGV[5] and SET NX PX of KEYS[3], in one script. It
-// returns {created, the compareAndSwap result, marked (1 or 0)}.
+// createSwapFollow is Create (SET NX PX) on KEYS[1] and then, if that did
+// not fail, compareAndSwap on KEYS[2]; with a third key, if the swap was
+// made, PUBLISH ARGV[6] on ARGV[5] and SET NX PX of KEYS[3]; in one
+// script. It returns {created (1 or 0), the compareAndSwap result} and,
+// with a third key, marked (1 or 0).
 var createSwapFollow = redis.NewScript(`
 local created = 0
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 	created = 1
 end
+local function result(swap, marked)
+	if KEYS[3] then
+		return {created, swap, marked}
+	end
+	return {created, swap}
+end
 local cur = redis.call('GET', KEYS[2])
 if not cur then
-	return {created, 0, 0}
+	return result(0, 0)
 end
 if cur ~= ARGV[3] then
-	return {created, 1, 0}
+	return result(1, 0)
 end
 redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
+if not KEYS[3] then
+	return result(2)
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 local marked = 0
 if redis.call('SET', KEYS[3], ARGV[7], 'NX', 'PX', ARGV[8]) then
 	marked = 1
 end
-return {created, 2, marked}
+return result(2, marked)
 `)
 
 // CreateThenUpdateThen implements store.CreateUpdateFollower: one script,

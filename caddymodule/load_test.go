@@ -159,7 +159,11 @@ func profileCaddies(t *testing.T, setup string, d time.Duration, a, b *caddyProc
 		return func() {}
 	}
 	var wg sync.WaitGroup
-	for i, c := range []*caddyProc{a, b}[:map[bool]int{true: 1, false: 2}[a == b]] {
+	caddies := []*caddyProc{a}
+	if b != a {
+		caddies = append(caddies, b)
+	}
+	for i, c := range caddies {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -349,21 +353,5 @@ func (m *cpuMeter) perLogin(logins int64) string {
 
 // caddyCPU is process_cpu_seconds_total from c's admin /metrics, or -1.
 func caddyCPU(c *caddyProc) float64 {
-	resp, err := http.Get("http://" + c.Admin + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return -1
-	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
-			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				return f
-			}
-		}
-	}
-	return -1
+	return caddyMetrics(c, "process_cpu_seconds_total")[0]
 }

@@ -107,17 +107,16 @@ func embeddedStoreConfig(cfg middleware.Config) bigcachestore.Config {
 	if sceneTTL <= 0 {
 		sceneTTL = 5 * time.Minute
 	}
-	minutes := int64(sceneTTL/time.Minute) + 1
-	reserve := int64(embeddedReservedLogins)
-	if c := int64(cfg.QRCeiling); c > 0 && c <= embeddedPendingLogins {
-		reserve = max(reserve, min(c*minutes, embeddedPendingLogins))
-	} else if c > embeddedPendingLogins {
-		reserve = embeddedPendingLogins
+	minutes := int(sceneTTL/time.Minute) + 1
+	reserve := embeddedReservedLogins
+	if c := cfg.QRCeiling; c > 0 {
+		// The inner min keeps the product from overflowing.
+		reserve = max(reserve, min(min(c, embeddedPendingLogins)*minutes, embeddedPendingLogins))
 	}
 	return bigcachestore.Config{
 		MaxEntries:     embeddedPendingLogins,
 		ReserveTTL:     sceneTTL,
-		ReserveEntries: int(reserve),
+		ReserveEntries: reserve,
 		MaxTTL:         maxSessionTTL + time.Hour,
 	}
 }

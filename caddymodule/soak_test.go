@@ -410,19 +410,27 @@ func intSeries(s []int) string {
 }
 
 // caddyMetrics reads the named metrics (unlabelled) from c's admin
-// /metrics, 0 for any it does not find.
+// /metrics, -1 for any it cannot read.
 func caddyMetrics(c *caddyProc, names ...string) []float64 {
 	out := make([]float64, len(names))
+	for i := range out {
+		out[i] = -1
+	}
 	resp, err := http.Get("http://" + c.Admin + "/metrics")
 	if err != nil {
 		return out
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out
+	}
 	for line := range strings.Lines(string(body)) {
 		for i, name := range names {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				out[i], _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[i] = f
+				}
 			}
 		}
 	}

@@ -70,7 +70,8 @@ var enc = base64.RawURLEncoding.Strict()
 
 // Codec seals and opens cookie values. It is safe for concurrent use.
 type Codec struct {
-	keys []sealKey // keys[0] seals
+	keys []sealKey   // keys[0] seals
+	memo *openedMemo // nil unless made by Remembering
 }
 
 type sealKey struct {
@@ -169,6 +170,11 @@ func (c *Codec) AppendOpen(dst []byte, name, value string, now time.Time) ([]byt
 	if strings.IndexByte(value, '\r') >= 0 || strings.IndexByte(value, '\n') >= 0 {
 		return dst, ErrInvalid
 	}
+	if c.memo != nil {
+		if out, found, err := c.memo.lookup(dst, name, value, now); found {
+			return out, err
+		}
+	}
 	bp := scratch.Get().(*[]byte)
 	defer scratch.Put(bp)
 	// The decoded value and the additional data share one scratch buffer.
@@ -197,8 +203,12 @@ func (c *Codec) AppendOpen(dst []byte, name, value string, now time.Time) ([]byt
 	}
 	// The payload is the caller's alone: the pooled copy is wiped.
 	defer clear(plain)
-	if now.Unix() >= int64(binary.BigEndian.Uint64(plain)) {
+	exp := int64(binary.BigEndian.Uint64(plain))
+	if now.Unix() >= exp {
 		return dst, ErrExpired
+	}
+	if c.memo != nil {
+		c.memo.remember(name, value, exp, plain[expSize:])
 	}
 	return append(dst, plain[expSize:]...), nil
 }

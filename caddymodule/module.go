@@ -543,11 +543,17 @@ type nextHandler struct {
 	err    error
 }
 
+// ServeHTTP serves a request without a session: a public path.
 func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if id, ok := middleware.IdentityFromContext(r.Context()); ok {
-		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-			setPlaceholders(repl, id, n.userID)
-		}
+	n.err = n.next.ServeHTTP(w, r)
+}
+
+// ServeIdentified serves a request with a session, whose identity the
+// middleware hands over directly (middleware.IdentifiedHandler): handlers
+// after this one read it from the placeholders, not the context.
+func (n *nextHandler) ServeIdentified(w http.ResponseWriter, r *http.Request, id middleware.Identity) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		setPlaceholders(repl, id, n.userID)
 	}
 	n.err = n.next.ServeHTTP(w, r)
 }

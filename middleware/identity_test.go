@@ -93,3 +93,59 @@ func TestIdentityHeadersAsSet(t *testing.T) {
 		}
 	}
 }
+
+// identifiedRecorder is a next handler that takes identities directly.
+type identifiedRecorder struct {
+	plain, identified int
+	id                Identity
+	header            http.Header
+	ctxHasID          bool
+}
+
+func (h *identifiedRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.plain++
+	_, h.ctxHasID = IdentityFromContext(r.Context())
+}
+
+func (h *identifiedRecorder) ServeIdentified(w http.ResponseWriter, r *http.Request, id Identity) {
+	h.identified++
+	h.id, h.header = id, r.Header.Clone()
+	_, h.ctxHasID = IdentityFromContext(r.Context())
+}
+
+// TestIdentifiedHandler: a next handler that is an IdentifiedHandler gets a
+// request with a session through ServeIdentified, with its identity and the
+// identity headers (client-sent ones replaced), and a public path's request
+// through ServeHTTP, without an identity.
+func TestIdentifiedHandler(t *testing.T) {
+	cfg := validConfig()
+	cfg.PublicPaths = []string{"/public"}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	value := issueTestSession(t, m, "oAlice0000000000000000000001")
+	next := &identifiedRecorder{}
+
+	r := cookieRequest(value)
+	r.Header.Set(HeaderOpenID, "forged")
+	w := &recorder{header: http.Header{}}
+	m.ServeNext(w, r, next)
+	if next.identified != 1 || next.plain != 0 {
+		t.Fatalf("with a session: ServeIdentified %d times, ServeHTTP %d times", next.identified, next.plain)
+	}
+	if next.id.OpenID != "oAlice0000000000000000000001" || next.id.AppID != testAppID || next.header.Get(HeaderOpenID) != next.id.OpenID {
+		t.Errorf("identity %+v, header %q", next.id, next.header.Get(HeaderOpenID))
+	}
+	if next.ctxHasID {
+		t.Error("identity also put on a copy of the request's context")
+	}
+
+	r = cookieRequest(value)
+	r.URL.Path = "/public/x"
+	m.ServeNext(&recorder{header: http.Header{}}, r, next)
+	if next.plain != 1 || next.identified != 1 || next.ctxHasID {
+		t.Errorf("public path: ServeHTTP %d times, ServeIdentified %d times, identity on the context %v", next.plain, next.identified, next.ctxHasID)
+	}
+}

@@ -251,8 +251,25 @@ func (m *Middleware) ServeOrRefuse(w http.ResponseWriter, r *http.Request, next 
 	// Stripped on the way in, above.
 	m.addIdentityHeaders(r.Header, id)
 	m.stripOwnCookies(r)
+	if ih, ok := next.(IdentifiedHandler); ok {
+		ih.ServeIdentified(w, r, id)
+		return nil
+	}
 	next.ServeHTTP(w, r.WithContext(ContextWithIdentity(r.Context(), id)))
 	return nil
+}
+
+// IdentifiedHandler is implemented by next handlers that take the identity
+// of a request with a session as an argument, as adapters (the Caddy
+// module, which publishes it as placeholders) can. ServeNext and
+// ServeOrRefuse then call ServeIdentified with the request as it is,
+// instead of ServeHTTP with the identity on a copy of it: the copy, and the
+// context layer that every later context lookup of the request would walk
+// through, are for handlers that read IdentityFromContext. The identity
+// headers are set either way.
+type IdentifiedHandler interface {
+	http.Handler
+	ServeIdentified(w http.ResponseWriter, r *http.Request, id Identity)
 }
 
 // WriteAccessError answers a request refused with err the built-in way: a

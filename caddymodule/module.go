@@ -558,27 +558,49 @@ func (n *nextHandler) ServeIdentified(w http.ResponseWriter, r *http.Request, id
 	n.err = n.next.ServeHTTP(w, r)
 }
 
-// setPlaceholders publishes the identity the way Caddy's own authentication
-// handler does, so the access log's user_id and {http.auth.user.*} work.
+// setPlaceholders publishes the identity as {http.auth.user.*}, the names
+// Caddy's own authentication handler gives it, so that the access log's
+// user_id and the placeholders work. The values are answered by one
+// provider, looked up only when a placeholder is used, rather than stored
+// in the replacer's map one by one (a lock, an insert and a boxed string
+// each) on every request, whether or not anything reads them.
 func setPlaceholders(repl *caddy.Replacer, id middleware.Identity, userID string) {
-	// Each string is boxed once: the user id is the openid's or the
-	// unionid's box, not a third.
-	openid, unionid := any(id.OpenID), any(id.UnionID)
-	uid := openid
-	if userID == "unionid" {
-		// Never the openid in its place: the middleware refuses logins
-		// without a unionid in this mode, and an application keyed by
-		// unionid must not be handed an openid for one.
-		uid = unionid
+	repl.Map(identityPlaceholders{id: id, unionID: userID == "unionid"}.get)
+}
+
+// identityPlaceholders answers the identity placeholders of one request.
+type identityPlaceholders struct {
+	id middleware.Identity
+	// unionID makes the user id the unionid: never the openid in its
+	// place, since the middleware refuses logins without a unionid in this
+	// mode, and an application keyed by unionid must not be handed an
+	// openid for one.
+	unionID bool
+}
+
+func (p identityPlaceholders) get(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		return nil, false
 	}
-	repl.Set("http.auth.user.id", uid)
-	repl.Set("http.auth.user.openid", openid)
-	repl.Set("http.auth.user.unionid", unionid)
-	repl.Set("http.auth.user.app_id", id.AppID)
-	repl.Set("http.auth.user.login_method", id.Method)
-	if id.Nickname != "" {
-		repl.Set("http.auth.user.nickname", id.Nickname)
+	switch name {
+	case "id":
+		if p.unionID {
+			return p.id.UnionID, true
+		}
+		return p.id.OpenID, true
+	case "openid":
+		return p.id.OpenID, true
+	case "unionid":
+		return p.id.UnionID, true
+	case "app_id":
+		return p.id.AppID, true
+	case "login_method":
+		return p.id.Method, true
+	case "nickname":
+		return p.id.Nickname, p.id.Nickname != ""
 	}
+	return nil, false
 }
 
 // clientIP uses the client address Caddy determined (honouring

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -97,6 +98,11 @@ func FuzzSceneRecord(f *testing.F) {
 		f.Add(raw)
 		legacy, _ := json.Marshal(rec)
 		f.Add(legacy)
+		f.Add(appendSceneV1(nil, &rec))
+		after := scanChange(rec)
+		if prefix, head, tail, ok := scanSplice(rec.Ticket, &after); ok && bytes.HasPrefix(raw, prefix) {
+			f.Add(append(append(head, raw[len(prefix):]...), tail...))
+		}
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		rec, err := decodeScene(raw)

@@ -3,11 +3,13 @@ package middleware
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/wechat-login/caddy-wechat-login/middleware/store"
+	"github.com/wechat-login/caddy-wechat-login/wechat"
 )
 
 // notifyThenMark wakes the browser waiting on scene, as notify does, and
@@ -148,4 +150,75 @@ func (m *Middleware) createThenUpdate(ctx context.Context, a *sceneCreate, key s
 		m.log.Warn("not-me code recorded with the scan, but not confirmed", zap.Error(createErr))
 	}
 	return createErr, updateErr
+}
+
+// spliceScan makes the whole of a QR scan that completes a login in one
+// round trip, when the store can and is the notifier (store.Splicer:
+// Redis): the push's dedupe marker checked, the pending scene moved to
+// confirmed with the scanner's fields, the "not me" code armed, the
+// browser woken and the marker stored, without reading the scene first.
+// The scene's record says, in its first bytes, that it is the pending
+// scene of the push's ticket (scanSplice); any other record is left as it
+// is and handed back. It covers what the change in confirmScene would do
+// with such a scene, and only scans that need nothing else first (no
+// unionid to fetch, no confirmation in chat).
+//
+// done reports that the push is answered with res. Otherwise found, when
+// not nil, is the scene's record as read, with no marker, for the general
+// way; when nil, nothing was read.
+func (m *Middleware) spliceScan(ctx context.Context, scene string, ev *wechat.Event, marker string) (res pushResult, found *storedValue, done bool) {
+	sp, ok := m.store.(store.Splicer)
+	if !ok || any(m.notifier) != any(m.store) || ev.Ticket == "" || ev.MsgType == "text" ||
+		m.cfg.ConfirmInChat || m.cfg.FetchUnionID || m.cfg.UserID == "unionid" {
+		return pushResult{}, nil, false
+	}
+	codes := m.newLoginCodes()
+	arm, err := m.notMeCreate(ev.FromUserName, scene, codes, m.cfg.Now().Add(m.cfg.SceneTTL))
+	if err != nil {
+		return pushResult{}, nil, false
+	}
+	rec := sceneRecord{State: StateConfirmed, OpenID: ev.FromUserName, ScanKey: marker, SID: codes.SID, NotMeCode: codes.NotMe}
+	prefix, head, tail, ok := scanSplice(ev.Ticket, &rec)
+	if !ok {
+		return pushResult{}, nil, false
+	}
+	reply := m.loginReplyFor(rec)
+	// Held to the push's deadline as pushStore's calls are.
+	type outcome struct {
+		res store.SpliceResult
+		err error
+	}
+	got, err := untilDone(ctx, func() (outcome, error) {
+		res, err := sp.Splice(ctx, store.Splice{
+			Guard: marker, Key: sceneKey(scene), Prefix: prefix, Head: head, Tail: tail,
+			Create: store.Entry{Key: arm.key, Value: arm.value, TTL: arm.ttl},
+			Then:   store.Followup{Topic: sceneKey(scene), Key: marker, Value: []byte(reply), TTL: dedupeTTL},
+		})
+		return outcome{res, err}, nil
+	})
+	if err == nil {
+		err = got.err
+	}
+	switch {
+	case errors.Is(err, store.ErrNotAttempted):
+		return pushResult{}, nil, false
+	case errors.Is(err, store.ErrNotFound):
+		m.metrics.Scan("expired")
+		return pushResult{reply: m.cfg.ExpiredReply}, nil, true
+	case err != nil:
+		// The scan may have landed: WeChat's retry finds its marker, or
+		// the scene moved by this very push, and finishes it.
+		return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}, nil, true
+	case got.res.Guarded != nil:
+		m.metrics.DuplicatePush()
+		if len(got.res.Guarded) > 1 {
+			return pushResult{reply: string(got.res.Guarded)}, nil, true // the answer the first copy got
+		}
+		return pushResult{reply: m.loginReply()}, nil, true
+	case !got.res.Spliced:
+		return pushResult{}, &storedValue{value: got.res.Found}, false
+	}
+	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
+	m.metrics.Scan(rec.State)
+	return m.finishScan(ctx, scene, rec, marker, &sceneFollowup{sent: true, err: got.res.ThenErr}), nil, true
 }

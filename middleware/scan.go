@@ -35,7 +35,14 @@ import (
 // A code login's chat message moves its scene the same way; marker names
 // the push (dedupeKey for scans, chatReplyKey for messages).
 func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.Event, marker string) pushResult {
-	mark, pre := m.markerAndScene(ctx, marker, scene)
+	res, pre, done := m.spliceScan(ctx, scene, ev, marker)
+	if done {
+		return res
+	}
+	mark := storedValue{err: store.ErrNotFound} // as spliceScan found it
+	if pre == nil {
+		mark, pre = m.markerAndScene(ctx, marker, scene)
+	}
 	if v, err := mark.value, mark.err; err == nil {
 		m.metrics.DuplicatePush()
 		if len(v) > 1 {

@@ -385,3 +385,105 @@ func (s *Store) CreateThenUpdateThen(ctx context.Context, createKey string, crea
 	}
 	return createErr, updateErr, store.ErrNotAttempted, store.ErrNotAttempted
 }
+
+var _ store.Splicer = (*Store)(nil)
+
+// spliceFollow is store.Splice in one script. KEYS: guard, key, create,
+// then; ARGV: prefix, head, tail, create value, create ttl (ms), the
+// notification channel, topic, then value, then ttl (ms). It returns {1,
+// guard's value}, {2} when the key is missing, {3, value} when it does not
+// begin with the prefix, and {0, created (1 or 0), marked (1 or 0)} when it
+// was spliced.
+var spliceFollow = redis.NewScript(`
+local g = redis.call('GET', KEYS[1])
+if g then
+	return {1, g}
+end
+local v = redis.call('GET', KEYS[2])
+if not v then
+	return {2}
+end
+local n = string.len(ARGV[1])
+if string.sub(v, 1, n) ~= ARGV[1] then
+	return {3, v}
+end
+local created = 0
+if redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+	created = 1
+end
+redis.call('SET', KEYS[2], ARGV[2] .. string.sub(v, n + 1) .. ARGV[3], 'KEEPTTL')
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+local marked = 0
+if redis.call('SET', KEYS[4], ARGV[8], 'NX', 'PX', ARGV[9]) then
+	marked = 1
+end
+return {0, created, marked}
+`)
+
+// Splice implements store.Splicer: one script, so one round trip, atomic on
+// the server; this instance's subscribers are woken when it returns. On a
+// Cluster, where the keys may live on different nodes, it is not
+// attempted.
+func (s *Store) Splice(ctx context.Context, sp store.Splice) (store.SpliceResult, error) {
+	var res store.SpliceResult
+	if _, cluster := s.client.(*redis.ClusterClient); cluster {
+		return res, store.ErrNotAttempted
+	}
+	if sp.Create.TTL < time.Millisecond || sp.Then.TTL < time.Millisecond {
+		return res, store.ErrNotAttempted
+	}
+	gk, err1 := s.key(sp.Guard)
+	k, err2 := s.key(sp.Key)
+	ck, err3 := s.key(sp.Create.Key)
+	tk, err4 := s.key(sp.Then.Key)
+	if errors.Join(err1, err2, err3, err4, checkValue(sp.Create.Value), checkValue(sp.Then.Value),
+		checkValue(sp.Head), checkValue(sp.Tail)) != nil {
+		return res, store.ErrNotAttempted
+	}
+	n := s.notifications()
+	var cmd *redis.Cmd
+	waitErr := s.replicated(ctx, func(c redis.Cmdable) redis.Cmder {
+		cmd = script(ctx, c, spliceFollow, []string{gk, k, ck, tk}, sp.Prefix, sp.Head, sp.Tail,
+			sp.Create.Value, sp.Create.TTL.Milliseconds(), n.channel, sp.Then.Topic, sp.Then.Value, sp.Then.TTL.Milliseconds())
+		return cmd
+	})
+	got, err := cmd.Slice()
+	if err != nil {
+		return res, backendError("splice", err)
+	}
+	outcome, _ := got[0].(int64)
+	str := func(i int) ([]byte, error) {
+		if len(got) > i {
+			if v, ok := got[i].(string); ok {
+				return value(v, nil, "splice")
+			}
+		}
+		return nil, fmt.Errorf("redisstore: splice: unexpected script result %v", got)
+	}
+	switch {
+	case outcome == 1:
+		res.Guarded, err = str(1)
+	case outcome == 2 && len(got) == 1:
+		err = store.ErrNotFound
+	case outcome == 3:
+		res.Found, err = str(1)
+	case outcome == 0 && len(got) == 3:
+		n.local.Wake(sp.Then.Topic)
+		res.Spliced = true
+		made := func(v any) error {
+			if v != int64(1) {
+				return store.ErrExists
+			}
+			return nil
+		}
+		res.CreateErr, res.ThenErr = made(got[1]), made(got[2])
+		if waitErr != nil {
+			// The change may not survive a failover: the caller answers
+			// as for a failed write, and the push is retried.
+			err = backendError("splice", waitErr)
+		}
+	default:
+		err = fmt.Errorf("redisstore: splice: unexpected script result %v", got)
+	}
+	return res, err
+}

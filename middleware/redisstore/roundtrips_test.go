@@ -251,3 +251,115 @@ func TestCreateThenUpdateThen(t *testing.T) {
 		t.Fatalf("marker exists: %v, %v, %v, %v", c, u, p, m)
 	}
 }
+
+// TestSplice: a Splice stops at its guard, reports a missing key and a
+// value that does not begin with the prefix as they are, and otherwise
+// changes the value (keeping its time to live), makes the Create, wakes
+// the topic's subscribers on every instance and stores the Then, all at
+// once; on a Cluster it is not attempted.
+func TestSplice(t *testing.T) {
+	ctx := context.Background()
+	a, b, onA, onB := subscribedPair(t, "scene:1")
+	for _, ch := range []<-chan struct{}{onA, onB} { // the subscriptions' confirmations
+		select {
+		case <-ch:
+		default:
+		}
+	}
+	sp := store.Splice{
+		Guard: "marker", Key: "scene", Prefix: []byte("P1"), Head: []byte("H2"), Tail: []byte("+tail"),
+		Create: store.Entry{Key: "code", Value: []byte("c1"), TTL: 30 * time.Second},
+		Then:   store.Followup{Topic: "scene:1", Key: "marker", Value: []byte("reply"), TTL: 40 * time.Second},
+	}
+	noWake := func(what string) {
+		t.Helper()
+		select {
+		case <-onA:
+			t.Fatalf("%s: woken", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	absent := func(what string, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, err := a.Get(ctx, k); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("%s: %s is there (%v)", what, k, err)
+			}
+		}
+	}
+
+	if res, err := a.Splice(ctx, sp); !errors.Is(err, store.ErrNotFound) || res.Spliced {
+		t.Fatalf("missing: %+v, %v", res, err)
+	}
+	absent("missing", "code", "marker")
+	if err := a.Create(ctx, "scene", []byte("X1 rest"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Splice(ctx, sp); err != nil || res.Spliced || string(res.Found) != "X1 rest" || res.Guarded != nil {
+		t.Fatalf("other prefix: %+v, %v", res, err)
+	}
+	noWake("other prefix")
+	absent("other prefix", "code", "marker")
+
+	if err := a.Update(ctx, "scene", []byte("X1 rest"), []byte("P1 rest")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Splice(ctx, sp)
+	if err != nil || !res.Spliced || res.CreateErr != nil || res.ThenErr != nil || res.Found != nil || res.Guarded != nil {
+		t.Fatalf("spliced: %+v, %v", res, err)
+	}
+	wantWake(t, onA, time.Second, "subscriber on the writing instance")
+	wantWake(t, onB, time.Second, "subscriber on the other instance")
+	for k, want := range map[string]string{"scene": "H2 rest+tail", "code": "c1", "marker": "reply"} {
+		if v, err := b.Get(ctx, k); err != nil || string(v) != want {
+			t.Fatalf("%s = %q, %v", k, v, err)
+		}
+	}
+	for k, want := range map[string]time.Duration{"scene": time.Minute, "code": 30 * time.Second, "marker": 40 * time.Second} {
+		if ttl, err := a.client.PTTL(ctx, a.prefix+k).Result(); err != nil || ttl <= want-time.Second || ttl > want {
+			t.Fatalf("%s's ttl = %v, %v; want about %v", k, ttl, err, want)
+		}
+	}
+
+	// The writing instance hears its own publication too, after the local
+	// wake-up: let it arrive.
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-onA:
+	default:
+	}
+
+	// The guard is there now: nothing is done, whatever the value.
+	if err := a.Update(ctx, "scene", []byte("H2 rest+tail"), []byte("P1 again")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Splice(ctx, sp); err != nil || res.Spliced || string(res.Guarded) != "reply" {
+		t.Fatalf("guarded: %+v, %v", res, err)
+	}
+	noWake("guarded")
+	if v, _ := a.Get(ctx, "scene"); string(v) != "P1 again" {
+		t.Fatalf("guarded splice changed the value to %q", v)
+	}
+
+	// The Create's and the Then's keys existing stop nothing.
+	if err := a.Delete(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Then.Key = "code"
+	if res, err := a.Splice(ctx, sp); err != nil || !res.Spliced || !errors.Is(res.CreateErr, store.ErrExists) || !errors.Is(res.ThenErr, store.ErrExists) {
+		t.Fatalf("existing create and then: %+v, %v", res, err)
+	}
+	wantWake(t, onA, time.Second, "second splice")
+
+	cluster := New(urlClient(t, redistest.StartCluster(t).URL()), uniquePrefix())
+	defer cluster.Close()
+	if err := cluster.Create(ctx, "scene", []byte("P1 rest"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Splice(ctx, sp); !errors.Is(err, store.ErrNotAttempted) {
+		t.Fatalf("cluster: %v", err)
+	}
+	if v, _ := cluster.Get(ctx, "scene"); string(v) != "P1 rest" {
+		t.Fatalf("cluster changed the value to %q", v)
+	}
+}

@@ -185,3 +185,60 @@ type PrefixTaker interface {
 	// is true; otherwise the key is left as it is.
 	TakeIfPrefix(ctx context.Context, key string, prefix []byte) (value []byte, taken bool, err error)
 }
+
+// Entry is a key, a value and its time to live, for a Create made as part
+// of another call.
+type Entry struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// Splice is a change of one key's value that the backend decides and makes
+// itself, so that the caller need not read the value first (see Splicer).
+type Splice struct {
+	// Guard names a key whose presence stops the splice: nothing is done
+	// and its value is returned.
+	Guard string
+	// Key's value, if it begins with Prefix, becomes Head, then the rest
+	// of the value after Prefix, then Tail; its time to live is kept.
+	Key                string
+	Prefix, Head, Tail []byte
+	// Create is made, as Create would make it, just before the value is
+	// changed, and only then. Its key existing already does not stop the
+	// change.
+	Create Entry
+	// Then follows the change: Publish(ctx, Then.Topic), then Create(ctx,
+	// Then.Key, Then.Value, Then.TTL).
+	Then Followup
+}
+
+// SpliceResult is what a Splice found and did. Exactly one of Guarded,
+// Found and Spliced is set.
+type SpliceResult struct {
+	// Guarded is the Guard's value, when it existed.
+	Guarded []byte
+	// Found is the value, when it did not begin with Prefix.
+	Found []byte
+	// Spliced reports that the value was changed, with the Create and the
+	// Then. CreateErr and ThenErr are then their errors as Create would
+	// return them (nil or ErrExists).
+	Spliced            bool
+	CreateErr, ThenErr error
+}
+
+// Splicer is implemented by Broadcasters that can make a Splice in one
+// round trip to a shared backend, atomically (Redis: a script). The
+// middleware uses it, when the store is its notifier, for a QR scan that
+// completes a login: the push's dedupe marker checked (Guard), the pending
+// scene moved (its record begins with bytes known from the push alone), the
+// login's "not me" code armed (Create), the browser woken and the marker
+// stored (Then), all at once and without reading the scene first.
+type Splicer interface {
+	// Splice returns ErrNotFound when Key is missing (and Guard too), and
+	// ErrNotAttempted, having done nothing, when the backend cannot make
+	// this splice in one step (a Redis Cluster, whose keys may live on
+	// different nodes; arguments it would refuse). Any other error means
+	// the backend failed, and the splice may or may not have been made.
+	Splice(ctx context.Context, s Splice) (SpliceResult, error)
+}

@@ -7,7 +7,8 @@
 // (by POST, or by a link that no other site can make work). Every other
 // request needs a session: browsers without one are sent to the login page,
 // other clients get 401. Requests with a session reach the wrapped handler
-// with the user's identity on the context (IdentityFromContext) and in the
+// with the user's identity on the context (IdentityFromContext; a handler
+// that is an IdentifiedHandler gets it as an argument instead) and in the
 // X-WeChat-* request headers, which are always stripped from what the
 // client sent.
 //

@@ -210,15 +210,9 @@ func (m *Middleware) spliceScan(ctx context.Context, scene string, ev *wechat.Ev
 		// the scene moved by this very push, and finishes it.
 		return pushResult{failure: fmt.Errorf("confirm scene: %w", err)}, nil, true
 	case got.res.Guarded != nil:
-		m.metrics.DuplicatePush()
-		if len(got.res.Guarded) > 1 {
-			return pushResult{reply: string(got.res.Guarded)}, nil, true // the answer the first copy got
-		}
-		return pushResult{reply: m.loginReply()}, nil, true
+		return m.markedReply(got.res.Guarded), nil, true
 	case !got.res.Spliced:
 		return pushResult{}, &storedValue{value: got.res.Found}, false
 	}
-	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
-	m.metrics.Scan(rec.State)
-	return m.finishScan(ctx, scene, rec, marker, &sceneFollowup{sent: true, err: got.res.ThenErr}), nil, true
+	return m.scanLanded(ctx, scene, ev, rec, marker, &sceneFollowup{sent: true, err: got.res.ThenErr}), nil, true
 }

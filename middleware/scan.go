@@ -44,11 +44,7 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		mark, pre = m.markerAndScene(ctx, marker, scene)
 	}
 	if v, err := mark.value, mark.err; err == nil {
-		m.metrics.DuplicatePush()
-		if len(v) > 1 {
-			return pushResult{reply: string(v)} // the answer the first copy got
-		}
-		return pushResult{reply: m.loginReply()}
+		return m.markedReply(v)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return pushResult{failure: fmt.Errorf("check push dedupe: %w", err)}
 	}
@@ -130,12 +126,28 @@ func (m *Middleware) confirmScene(ctx context.Context, scene string, ev *wechat.
 		return pushResult{reply: m.cfg.ExpiredReply}
 	}
 
-	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
-	m.metrics.Scan(rec.State)
 	var sent *sceneFollowup
 	if arm != nil && arm.then != nil && arm.then.sent {
 		sent = arm.then
 	}
+	return m.scanLanded(ctx, scene, ev, rec, marker, sent)
+}
+
+// markedReply answers a copy of a push whose dedupe marker, holding v,
+// says the first copy finished: with the answer that copy got.
+func (m *Middleware) markedReply(v []byte) pushResult {
+	m.metrics.DuplicatePush()
+	if len(v) > 1 {
+		return pushResult{reply: string(v)} // the answer the first copy got
+	}
+	return pushResult{reply: m.loginReply()}
+}
+
+// scanLanded reports a scan push ev that moved scene to rec, and finishes
+// it (see finishScan).
+func (m *Middleware) scanLanded(ctx context.Context, scene string, ev *wechat.Event, rec sceneRecord, marker string, sent *sceneFollowup) pushResult {
+	m.log.Info("login code scanned", zap.String("scene", scene[:8]), zap.String("openid", logID(ev.FromUserName)), zap.String("event", ev.Event))
+	m.metrics.Scan(rec.State)
 	return m.finishScan(ctx, scene, rec, marker, sent)
 }
 

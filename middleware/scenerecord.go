@@ -118,12 +118,19 @@ func appendSceneHead(dst []byte, rec *sceneRecord) (out, ticket []byte, err erro
 	if rec.Ticket == "" {
 		return append(dst, 0), nil, nil
 	}
+	dst, ticket = appendTicket(dst, rec.Ticket)
+	return dst, ticket, nil
+}
+
+// appendTicket appends a non-empty Ticket field, packed when it can be,
+// and returns the packed bytes (nil when it was not packed).
+func appendTicket(dst []byte, v string) (out, packed []byte) {
 	start := len(dst)
-	if dst, ok = appendPackedTicket(dst, rec.Ticket); ok {
-		_, n := binary.Uvarint(dst[start:])
-		return dst, dst[start+n:], nil
+	if out, ok := appendPackedTicket(dst, v); ok {
+		_, n := binary.Uvarint(out[start:])
+		return out, out[start+n:]
 	}
-	return appendPacked(dst, formRaw, rec.Ticket), nil, nil
+	return appendPacked(dst, formRaw, v), nil
 }
 
 // appendSceneRun appends a run of rec's non-empty string fields from the
@@ -138,24 +145,29 @@ func appendSceneRun(dst []byte, rec *sceneRecord, from int, ticket []byte) []byt
 	}
 	dst = binary.AppendUvarint(dst, present)
 	for i := from; i < sceneStringFields; i++ {
-		v := *fields[i]
-		switch {
-		case v == "":
-		case i == qrURLField:
-			if at := strings.Index(string(ticket), v); ticket != nil && at >= 0 {
-				dst = binary.AppendUvarint(dst, uint64(len(v))<<2|formInTicket)
-				dst = binary.AppendUvarint(dst, uint64(at))
-			} else if rest, ok := strings.CutPrefix(v, wechatQRPrefix); ok {
-				dst = appendPacked(dst, formPrefixed, rest)
-			} else {
-				dst = appendPacked(dst, formRaw, v)
-			}
-		default:
-			dst = binary.AppendUvarint(dst, uint64(len(v)))
-			dst = append(dst, v...)
+		if v := *fields[i]; v != "" {
+			dst = appendField(dst, i, v, ticket)
 		}
 	}
 	return dst
+}
+
+// appendField appends string field i (not the ticket) with value v, not
+// empty. ticket is the record's packed ticket, if any, which the URL may
+// point into.
+func appendField(dst []byte, i int, v string, ticket []byte) []byte {
+	if i != qrURLField {
+		dst = binary.AppendUvarint(dst, uint64(len(v)))
+		return append(dst, v...)
+	}
+	if at := strings.Index(string(ticket), v); ticket != nil && at >= 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(v))<<2|formInTicket)
+		return binary.AppendUvarint(dst, uint64(at))
+	}
+	if rest, ok := strings.CutPrefix(v, wechatQRPrefix); ok {
+		return appendPacked(dst, formPrefixed, rest)
+	}
+	return appendPacked(dst, formRaw, v)
 }
 
 func appendPacked(dst []byte, form uint64, v string) []byte {

@@ -3,7 +3,6 @@ package middleware
 import (
 	"bytes"
 	"encoding/binary"
-	"strings"
 	"testing"
 )
 
@@ -23,30 +22,12 @@ func appendSceneV1(dst []byte, rec *sceneRecord) []byte {
 	dst = binary.AppendUvarint(dst, present)
 	var ticket []byte
 	for i, f := range rec.strings() {
-		v := *f
 		switch {
-		case v == "":
+		case *f == "":
 		case i == ticketField:
-			start := len(dst)
-			var ok bool
-			if dst, ok = appendPackedTicket(dst, v); ok {
-				_, n := binary.Uvarint(dst[start:])
-				ticket = dst[start+n:]
-			} else {
-				dst = appendPacked(dst, formRaw, v)
-			}
-		case i == qrURLField:
-			if at := strings.Index(string(ticket), v); ticket != nil && at >= 0 {
-				dst = binary.AppendUvarint(dst, uint64(len(v))<<2|formInTicket)
-				dst = binary.AppendUvarint(dst, uint64(at))
-			} else if rest, ok := strings.CutPrefix(v, wechatQRPrefix); ok {
-				dst = appendPacked(dst, formPrefixed, rest)
-			} else {
-				dst = appendPacked(dst, formRaw, v)
-			}
+			dst, ticket = appendTicket(dst, *f)
 		default:
-			dst = binary.AppendUvarint(dst, uint64(len(v)))
-			dst = append(dst, v...)
+			dst = appendField(dst, i, *f, ticket)
 		}
 	}
 	return dst
